@@ -1,0 +1,80 @@
+# lolip_nb: every target installs what it needs first (idempotently, into .venv).
+# The virtual environment lives in a cache keyed by the hash of requirements.txt, outside the clone,
+# so a fresh clone with unchanged requirements reuses it; .venv is a link to it.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+CACHE ?= $(HOME)/.cache/lolip_nb
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
+VENV := .venv
+BIN := $(VENV)/bin
+JOBS ?= 2
+
+.PHONY: help install system-packages venv test test-notebooks test-integration check-sync reproduce quick table book bench clean
+
+help:
+	@echo "make reproduce   quick real reproduction on Fashion-MNIST (CPU), its table, then the book"
+	@echo "make test        notebook tests (nbdev_test), sync/clean checks, integration tests (pytest)"
+	@echo "make install     system packages (apt, when available) + the pinned .venv"
+	@echo "make book        build book/_build/html offline"
+
+install: system-packages venv
+
+# Debian packages: the offline Fashion-MNIST files and Chromium for the book's browser test.
+system-packages:
+	@missing=""; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: no apt-get; install$$missing by hand (see README)"; fi; \
+	fi
+
+venv: $(VENV_DIR)/.complete
+	@if [ "$$(readlink $(VENV) 2>/dev/null)" != "$(VENV_DIR)" ]; then rm -rf $(VENV); ln -s $(VENV_DIR) $(VENV); fi
+	@$(BIN)/python -c "import lolip_nb, pathlib, sys; sys.exit(pathlib.Path(lolip_nb.__file__).resolve().parent != pathlib.Path('lolip_nb').resolve())" 2>/dev/null \
+	  || $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -i -E 'warning|editable|!!|\*\*\*|folders in your|name as your|with strategy|^ *$$' || true
+	@$(BIN)/python -c "import lolip_nb; print('lolip_nb', lolip_nb.__version__, 'from', lolip_nb.__file__)"
+
+$(VENV_DIR)/.complete: requirements.txt
+	@echo "creating $(VENV_DIR) (first time only: torch is large)"
+	rm -rf $(VENV_DIR)
+	$(PYTHON) -m venv $(VENV_DIR)
+	$(VENV_DIR)/bin/pip install -q --upgrade pip
+	$(VENV_DIR)/bin/pip install -q -r requirements.txt
+	touch $@
+
+# CI's job: the library agrees with the notebooks, notebooks are clean, notebook tests, then pytest (last line: its summary).
+test: install check-sync test-notebooks test-integration
+
+check-sync: venv
+	@bash .ci/check_sync.sh $(BIN)
+
+test-notebooks: venv
+	$(BIN)/nbdev_test --n_workers $(JOBS) --timing
+
+test-integration: venv
+	$(BIN)/python -m pytest -q -ra tests
+
+# The main job: a quick real reproduction (ten methods, CNN001, Fashion-MNIST subset), its table, then the book.
+reproduce: install quick table book
+	@cat results/quick/TABLE.md
+
+quick: venv
+	$(BIN)/lolip grid quick --jobs $(JOBS)
+
+table: venv
+	$(BIN)/lolip table quick --out results/quick/TABLE
+
+book: venv
+	PATH=$(abspath $(BIN)):$$PATH bash book/build.sh
+
+bench: venv
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf book/_build book/api _proc _docs .pytest_cache tests/artifacts
