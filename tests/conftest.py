@@ -1,0 +1,29 @@
+import os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def lolip(*args, cwd=None, env=None, timeout=600, **kw):
+    "Run the installed `lolip` console script as a user would; returns the CompletedProcess."
+    e = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    return subprocess.run([str(BIN / 'lolip'), *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+TINY = dict(dataset='fashion_mnist', eps=0.1, norm='inf', attack='pgd', random_seed=0, epochs=1, n_train=96, n_test=48)
+
+
+@pytest.fixture
+def tiny_grid(tmp_path):
+    "Write a grid JSON file of tiny real jobs and return a function that makes more."
+    def make(models, name='tiny', extra=()):
+        import json
+        jobs = [{'kind': 'experiment01', 'params': dict(TINY, model=m)} for m in models] + list(extra)
+        path = tmp_path / f'{name}.json'
+        path.write_text(json.dumps({'name': name, 'jobs': jobs}))
+        return path
+    return make
