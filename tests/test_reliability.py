@@ -20,13 +20,13 @@ def _bad_cases(tmp: Path):
     (tmp / 'broken.json').write_text('{"jobs": [')
     (tmp / 'shapeless.json').write_text('{"jobs": [{"kind": "experiment01"}]}')
     (tmp / 'badparam.json').write_text(json.dumps({'jobs': [{'kind': 'experiment01', 'params': dict(TINY, model='ce-tor-CNN001', lr=5)}]}))
-    corrupt = tmp / 'corrupt' / 'fashion-mnist'; corrupt.mkdir(parents=True)
+    corrupt = tmp / 'corrupt' / 'fashion_mnist'; corrupt.mkdir(parents=True)
     for name in ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'):
         src = Path('/usr/share/datasets/fashion-mnist') / f'{name}.gz'
         data = src.read_bytes() if src.exists() else b''
         (corrupt / f'{name}.gz').write_bytes(data[: len(data) // 3] if 'train-images' in name else data)  # truncated
     empty = tmp / 'empty'; empty.mkdir()
-    base = ['run', '--dataset', 'fashion_mnist', '--model', 'ce-tor-CNN001', '--epochs', '1', '--device', 'cpu']
+    base = ['run', '--dataset', 'fashion_mnist', '--model', 'ce-tor-CNN001', '--epochs', '1', '--n-test', '32', '--device', 'cpu']
     return [
         ('unknown dataset', ['run', '--dataset', 'imagenet21k', '--model', 'ce-tor-CNN001'], {}),
         ('unknown architecture', ['run', '--dataset', 'mnist', '--model', 'ce-tor-CNN999'], {}),
