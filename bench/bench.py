@@ -92,7 +92,7 @@ def quick_preset_walltime(jobs):
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / 'lolip'), 'grid', 'quick', '--root', d, '--jobs', str(jobs),
-                        '--backend', 'process'], check=True, stdout=subprocess.DEVNULL)
+                        '--execute', 'process'], check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
 
 

@@ -134,13 +134,13 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 def test_killed_grid_redoes_only_unfinished_jobs(tmp_path, tiny_grid):
     grid = tiny_grid(['ce-tor-CNN001', 'tulipce-tor-CNN001', 'advce-tor-CNN001'])
     root = tmp_path / 'results'
-    proc = subprocess.Popen([str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--backend', 'process', '--device', 'cpu'],
+    proc = subprocess.Popen([str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--execute', 'process', '--device', 'cpu'],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     assert _wait_for(lambda: len(list(root.glob('tiny/*/result.json'))) >= 1, 300, proc)
     os.killpg(proc.pid, signal.SIGKILL); proc.wait()
     done = {p.parent.name for p in root.glob('tiny/*/result.json')}
     assert 1 <= len(done) < 3
-    r = lolip('grid', grid, '--root', root, '--backend', 'process', '--device', 'cpu')
+    r = lolip('grid', grid, '--root', root, '--execute', 'process', '--device', 'cpu')
     assert r.returncode == 0, r.stdout + r.stderr
     assert f'{3 - len(done)} ran, {len(done)} skipped' in r.stdout, r.stdout
     assert len(list(root.glob('tiny/*/result.json'))) == 3
@@ -149,7 +149,7 @@ def test_killed_grid_redoes_only_unfinished_jobs(tmp_path, tiny_grid):
 def test_two_runners_on_one_grid_never_run_a_job_twice(tmp_path, tiny_grid):
     grid = tiny_grid(['ce-tor-CNN001', 'tulipce-tor-CNN001', 'advce-tor-CNN001', 'stradesce-tor-CNN001'])
     root = tmp_path / 'results'
-    cmd = [str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--backend', 'process', '--device', 'cpu']
+    cmd = [str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--execute', 'process', '--device', 'cpu']
     env = dict(os.environ, OMP_NUM_THREADS='1')
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]

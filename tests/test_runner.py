@@ -11,7 +11,7 @@ def test_papermill_grid_runs_skips_reports_and_tabulates(tmp_path, tiny_grid):
     grid = tiny_grid(['ce-tor-CNN001', 'strades6ce-tor-CNN001'], extra=[failing])
     root = tmp_path / 'results'
 
-    first = lolip('grid', grid, '--root', root, '--jobs', 2, '--backend', 'papermill', '--device', 'cpu')
+    first = lolip('grid', grid, '--root', root, '--jobs', 2, '--execute', 'papermill', '--device', 'cpu')
     assert first.returncode == 1, first.stdout + first.stderr           # one job failed, so the grid exits non-zero
     assert 'summary: 2 ran, 0 skipped (already complete), 0 running elsewhere, 1 failed' in first.stdout
     fail_line = [l for l in first.stdout.splitlines() if l.strip().startswith('failed:')]
@@ -34,7 +34,7 @@ def test_papermill_grid_runs_skips_reports_and_tabulates(tmp_path, tiny_grid):
     assert any(o.get('output_type') == 'error' for c in json.loads(failed_nb.read_text())['cells'] for o in c.get('outputs', []))
     assert not list(root.glob('tiny/ce-tor-MLP*/result.json'))          # a failed run leaves no result
 
-    again = lolip('grid', grid, '--root', root, '--jobs', 2, '--backend', 'papermill', '--device', 'cpu')
+    again = lolip('grid', grid, '--root', root, '--jobs', 2, '--execute', 'papermill', '--device', 'cpu')
     assert 'summary: 0 ran, 2 skipped (already complete), 0 running elsewhere, 1 failed' in again.stdout, again.stdout
 
     table = lolip('table', 'tiny', '--root', root, '--out', tmp_path / 'T')
@@ -47,7 +47,7 @@ def test_papermill_grid_runs_skips_reports_and_tabulates(tmp_path, tiny_grid):
 def test_process_backend_gives_the_same_metrics_as_papermill(tmp_path, tiny_grid):
     grid = tiny_grid(['advce-tor-CNN001'])
     for backend in ('papermill', 'process'):
-        r = lolip('grid', grid, '--root', tmp_path / backend, '--backend', backend, '--device', 'cpu')
+        r = lolip('grid', grid, '--root', tmp_path / backend, '--execute', backend, '--device', 'cpu')
         assert r.returncode == 0, r.stdout + r.stderr
     a, b = (json.loads(next((tmp_path / k).glob('tiny/*/result.json')).read_text()) for k in ('papermill', 'process'))
     assert a['config_hash'] == b['config_hash']
