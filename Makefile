@@ -40,7 +40,8 @@ venv: $(VENV_DIR)/.complete
 	  || $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -i -E 'warning|editable|!!|\*\*\*|folders in your|name as your|with strategy|^ *$$' || true
 	@$(BIN)/python -c "import lolip_nb; print('lolip_nb', lolip_nb.__version__, 'from', lolip_nb.__file__)"
 
-$(VENV_DIR)/.complete: requirements.txt
+# No prerequisite: the hash of requirements.txt in the folder name is the key (a fresh clone has new mtimes).
+$(VENV_DIR)/.complete:
 	@echo "creating $(VENV_DIR) (first time only: torch is large)"
 	rm -rf $(VENV_DIR)
 	$(PYTHON) -m venv $(VENV_DIR)
