@@ -36,9 +36,9 @@ system-packages:
 
 venv: $(VENV_DIR)/.complete
 	@if [ "$$(readlink $(VENV) 2>/dev/null)" != "$(VENV_DIR)" ]; then rm -rf $(VENV); ln -s $(VENV_DIR) $(VENV); fi
-	@$(BIN)/python -c "import lolip_nb, pathlib, sys; sys.exit(pathlib.Path(lolip_nb.__file__).resolve().parent != pathlib.Path('lolip_nb').resolve())" 2>/dev/null \
-	  || $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -i -E 'warning|editable|!!|\*\*\*|folders in your|name as your|with strategy|^ *$$' || true
-	@$(BIN)/python -c "import lolip_nb; print('lolip_nb', lolip_nb.__version__, 'from', lolip_nb.__file__)"
+	@# the venv may be shared by several clones: point its editable install (and the lolip script) at this one
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -i -E 'warning|editable|!!|\*\*\*|folders in your|name as your|with strategy|^ *$$' || true
+	@cd /tmp && $(abspath $(BIN))/python -c "import lolip_nb; print('lolip_nb', lolip_nb.__version__, 'from', lolip_nb.__file__)"
 
 # No prerequisite: the hash of requirements.txt in the folder name is the key (a fresh clone has new mtimes).
 $(VENV_DIR)/.complete:
