@@ -1,6 +1,6 @@
 """The book, read like a reader would: built offline, opened in headless Chromium, formulas typeset by MathJax, images
 that load, the results table present. Screenshots go to tests/artifacts/ (git-ignored)."""
-import base64, functools, html.parser, http.server, io, os, shutil, socket, subprocess, tempfile, threading
+import base64, functools, html.parser, http.server, io, os, shutil, socket, subprocess, sys, tempfile, threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -24,11 +24,13 @@ def _sources():
 @pytest.fixture(scope='module')
 def site():
     "The built book (built here only when missing or older than its sources), served on 127.0.0.1."
-    if shutil.which('jupyter-book') is None: pytest.skip('jupyter-book is not installed')
+    venv_bin = str(Path(sys.executable).parent)  # pytest may run as .venv/bin/python without the venv on PATH
+    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get('PATH', ''))
+    assert shutil.which('jupyter-book', path=env['PATH']), "jupyter-book is missing: run 'make install'"
     index = HTML / 'index.html'
     newest = max((p.stat().st_mtime for p in _sources()), default=0)
     if not index.exists() or index.stat().st_mtime < newest:
-        r = subprocess.run(['bash', 'book/build.sh'], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(['bash', 'book/build.sh'], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
         assert r.returncode == 0, f"book build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     handler = functools.partial(_QuietHandler, directory=str(HTML))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
@@ -107,7 +109,7 @@ def test_formulas_are_typeset(site, name):
         assert raw not in p.visible, f"{name}: raw TeX delimiter {raw!r} left in the visible text"
 
 
-def test_mathjax_is_offline():
+def test_mathjax_is_offline(site):
     for page in HTML.glob('*.html'):
         s = page.read_text()
         assert 'cdn.jsdelivr' not in s and 'mathjax@' not in s, f"{page.name} loads MathJax from a CDN"
