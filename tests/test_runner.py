@@ -25,6 +25,7 @@ def test_papermill_grid_runs_skips_reports_and_tabulates(tmp_path, tiny_grid):
         assert set(res['metrics']) >= {'train_acc', 'test_acc', 'adv_train_acc', 'adv_test_acc', 'train_lip', 'test_lip',
                                        'gap_acc', 'gap_adv_acc'}
         assert set(res['provenance']) >= {'command', 'commit', 'lolip_nb', 'torch', 'device', 'date'}
+        assert res['provenance']['command'].startswith(f'lolip grid {grid}')       # the command that made it
         assert res['config']['n_train'] == 96 and len(res['history']) == 1
         nb = json.loads((path.parent / 'experiment.ipynb').read_text())    # the executed notebook is kept as the lab record
         params = [c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
