@@ -65,8 +65,11 @@ test-integration: venv
 reproduce: install quick table book
 	@cat results/quick/TABLE.md
 
+# A reproduction recomputes: the committed results/quick are overwritten (git diff shows what changed).
+# `make reproduce FORCE=` keeps finished runs instead, e.g. to resume after an interruption.
+FORCE ?= --force
 quick: venv
-	$(BIN)/lolip grid quick --jobs $(JOBS)
+	$(BIN)/lolip grid quick --jobs $(JOBS) $(FORCE)
 
 table: venv
 	$(BIN)/lolip table quick --out results/quick/TABLE
