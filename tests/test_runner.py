@@ -38,6 +38,13 @@ def test_papermill_grid_runs_skips_reports_and_tabulates(tmp_path, tiny_grid):
     again = lolip('grid', grid, '--root', root, '--jobs', 2, '--execute', 'papermill', '--device', 'cpu')
     assert 'summary: 0 ran, 2 skipped (already complete), 0 running elsewhere, 1 failed' in again.stdout, again.stdout
 
+    before = {p: json.loads(p.read_text())['provenance']['date'] for p in results}
+    forced = lolip('grid', grid, '--root', root, '--jobs', 2, '--execute', 'papermill', '--device', 'cpu', '--force')
+    assert 'summary: 2 ran, 0 skipped' in forced.stdout, forced.stdout                 # --force recomputes
+    for p in results:
+        res = json.loads(p.read_text())
+        assert res['provenance']['date'] >= before[p] and '--force' in res['provenance']['command']
+
     table = lolip('table', 'tiny', '--root', root, '--out', tmp_path / 'T')
     assert table.returncode == 0, table.stderr
     assert '| Natural' in table.stdout and '| TRADES(6)' in table.stdout and 'adv test acc' in table.stdout
