@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_attacks.ipynb #1b9bf967
 from __future__ import annotations
-import math
+import math, threading
+from contextlib import contextmanager
 
 import torch
 from torch import nn, Tensor
@@ -15,7 +16,7 @@ from .core import LolipError, check, get_device
 from .perturb import ascend, norm_of, _eval_mode
 
 # %% auto #0
-__all__ = ['pgd', 'multi_targeted', 'attack_dataset']
+__all__ = ['pgd', 'multi_targeted', 'memory_share', 'attack_dataset']
 
 # %% ../nbs/05_attacks.ipynb #9a731ba8
 def _broken(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
@@ -89,11 +90,22 @@ def _batch_for(model: nn.Module, x1: Tensor, free_bytes: int, cap: int = 16384) 
     "Batch size whose forward-and-backward fits in half of `free_bytes`."
     return int(max(1, min(cap, free_bytes // 2 // (4 * _activation_bytes(model, x1)))))
 
+_SHARE = threading.local()
+
+@contextmanager
+def memory_share(jobs: int):
+    "Inside the block, this thread's automatic batch sizes take 1/`jobs` of the free GPU memory (jobs sharing one GPU)."
+    check(isinstance(jobs, int) and jobs >= 1, f"jobs must be a positive integer, got {jobs!r}")
+    old = getattr(_SHARE, 'jobs', 1)
+    _SHARE.jobs = jobs
+    try: yield
+    finally: _SHARE.jobs = old
+
 def _auto_batch_size(model: nn.Module, x: Tensor, device: torch.device) -> int:
-    "Batch size for attacking `x` on `device`: 64 on CPU, from free GPU memory on CUDA."
+    "Batch size for attacking `x` on `device`: 64 on CPU, from this thread's share of free GPU memory on CUDA."
     if device.type != 'cuda': return 64
     free, _ = torch.cuda.mem_get_info(device)
-    return _batch_for(model, x[:1].to(device), free)
+    return _batch_for(model, x[:1].to(device), free // getattr(_SHARE, 'jobs', 1))
 
 def _batches(n: int, batch_size: int, progress: bool, desc: str):
     "Start indices of the batches, with a tqdm bar when `progress`."

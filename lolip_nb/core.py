@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LolipError', 'check', 'get_device', 'seed_all', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
-           'device_name', 'provenance']
+__all__ = ['LolipError', 'check', 'get_device', 'seed_all', 'configure_cuda', 'atomic_write_text', 'atomic_write_json',
+           'atomic_torch_save', 'device_name', 'provenance']
 
 # %% ../nbs/00_core.ipynb #202d8c8b
 class LolipError(ValueError):
@@ -36,6 +36,15 @@ def get_device(device=None) -> torch.device:
 def seed_all(seed: int):
     "Seed Python, NumPy and torch so that CPU runs repeat exactly."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #3325f87e
+def configure_cuda(tf32: bool | None = None):
+    "Fast CUDA defaults: TF32 matrix units for float32 convolutions and matrix products (unless `tf32` is False or `$LOLIP_TF32=0`), cuDNN autotuning."
+    if tf32 is None: tf32 = os.environ.get('LOLIP_TF32', '1') != '0'
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.benchmark = True  # every step has the same shapes: tune each convolution once
+    return dict(tf32=bool(tf32), cudnn_benchmark=True)
 
 # %% ../nbs/00_core.ipynb #14279611
 def _umask() -> int:

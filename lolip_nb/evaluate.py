@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 
-from .core import check
+from .core import check, configure_cuda
 from .perturb import norm_of
 from .attacks import attack_dataset, _ATTACKS, _auto_batch_size, _batches, _eval_mode, _model_device
 from .lipschitz import local_lipschitz
@@ -32,11 +32,13 @@ def evaluate(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor,
              attack: str = 'pgd', batch_size: int | None = None, device=None, progress: bool = False) -> dict:
     "Clean and adversarial accuracy and local Lipschitz constant on train and test, and the train - test gaps."
     check(attack in _ATTACKS, f"unknown attack {attack!r}: use one of {', '.join(_ATTACKS)}")
-    norm = norm_of(norm)
+    norm, dev = norm_of(norm), _model_device(model, device)
+    if dev.type == 'cuda': configure_cuda()
     model.eval()
     lip_kw = {} if norm == 'inf' else {'step_size': 'auto'}
     out = {}
     for split, (x, y) in (('train', train), ('test', test)):
+        if dev.type == 'cuda': x, y = x.to(dev), y.to(dev)  # copied once, not once per measurement and batch
         out[f'{split}_acc'] = accuracy(model, x, y, batch_size, device)
         _, broken = attack_dataset(model, x, y, eps, attack, norm, batch_size, device, progress)
         out[f'adv_{split}_acc'] = 1.0 - broken.double().mean().item()

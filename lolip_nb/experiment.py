@@ -82,7 +82,7 @@ def experiment_config(model: str, dataset: str, eps: float | None = None, norm='
 def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
                    save_model=False) -> dict:
     "Train and evaluate `cfg`, writing checkpoints and finally `result.json` into `out_dir`; returns the result."
-    from lolip_nb.train import train, load_data
+    from lolip_nb.train import train, load_data, _use_graphs
     from lolip_nb.evaluate import evaluate
     from lolip_nb.data import dataset_source
     out_dir = Path(out_dir)
@@ -98,7 +98,9 @@ def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: st
     result = dict(name=model_name(cfg), config=cfg.to_dict(), config_hash=config_hash(cfg), metrics=metrics,
                   history=history, timings=dict(train_s=t1 - t0, evaluate_s=t2 - t1, total_s=t2 - t0,
                                                 epoch_s=[h.get('seconds') for h in history]),
-                  dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command))
+                  dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command),
+                  execution=dict(device=dev.type, cuda_graphs=_use_graphs(None, dev),
+                                 tf32=dev.type == 'cuda' and torch.backends.cudnn.allow_tf32))
     atomic_write_json(out_dir / RESULT_FILE, result)
     if save_model: atomic_torch_save(model.state_dict(), out_dir / 'model.pt')
     (out_dir / 'checkpoint.pt').unlink(missing_ok=True)  # the run is complete: its checkpoint is no longer needed

@@ -68,6 +68,13 @@ def _check_ball(eps, steps, restarts):
     check(isinstance(steps, int) and steps >= 0, f"steps must be an integer >= 0, got {steps!r}")
     check(isinstance(restarts, int) and restarts >= 1, f"restarts must be an integer >= 1, got {restarts!r}")
 
+def _stepper(x: Tensor, eps: float, norm: str, alpha: float):
+    "The update x' -> projection of (x' + alpha * direction(g)); for l-inf the box [max(x-eps, 0), min(x+eps, 1)] is built once."
+    if norm == 'inf':
+        lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+        return lambda z, g: torch.clamp(z.add(g.sign(), alpha=alpha), lo, hi)  # 3 kernels a step instead of 7
+    return lambda z, g: project(z + alpha * _direction(g, norm), x, eps, norm)
+
 def ascend(x: Tensor, objective: Callable[[Tensor], Tensor], eps: float, norm='inf', steps: int = 10,
            step_size: float | None = None, start: str = 'uniform', noise: float = 0.001, restarts: int = 1) -> Tensor:
     "Maximise the per-example `objective(x_adv) -> (N,)` by projected (sign / l2) gradient ascent in the `eps`-ball and [0, 1]."
@@ -76,6 +83,7 @@ def ascend(x: Tensor, objective: Callable[[Tensor], Tensor], eps: float, norm='i
           f"step_size must be a positive number (or None for 2*eps/steps), got {step_size!r}")
     alpha = 2 * eps / max(steps, 1) if step_size is None else step_size
     x = x.detach()
+    update = _stepper(x, eps, norm, alpha)
     best = best_val = None
     for r in range(restarts):
         x_adv = random_start(x, eps, norm, start, noise)
@@ -83,7 +91,7 @@ def ascend(x: Tensor, objective: Callable[[Tensor], Tensor], eps: float, norm='i
             x_adv.requires_grad_(True)
             with torch.enable_grad():
                 g, = torch.autograd.grad(objective(x_adv).sum(), x_adv)
-            x_adv = project(x_adv.detach() + alpha * _direction(g, norm), x, eps, norm)
+            x_adv = update(x_adv.detach(), g)
         if restarts == 1: return x_adv.detach()
         with torch.no_grad(): val = objective(x_adv).detach()
         if best is None: best, best_val = x_adv, val

@@ -4,7 +4,8 @@
 
 # %% ../nbs/12_runner.ipynb #6dcf82ec
 from __future__ import annotations
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys, time, traceback
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from .experiment import experiment_config, run_dir, read_result, job_lock, RESUL
 # %% auto #0
 __all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'SEVEN_METHODS', 'DATASETS_ALL', 'QUICK', 'PRESET_NAMES',
            'NOTEBOOKS', 'EXECUTED', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir', 'Outcome', 'run_job',
-           'run_grid', 'summary']
+           'run_inline', 'run_grid', 'summary']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
@@ -140,12 +141,15 @@ def _command(job: Job, out: Path, execute: str, device: str) -> list[str]:
 def _main_job(argv=None):
     "Entry for `execute='process'`: run one job from its JSON parameters, as the notebook would."
     kind, params = (argv or sys.argv[1:])[:2]
-    params = json.loads(params)
+    _execute(kind, json.loads(params), os.environ.get('LOLIP_COMMAND', f'lolip grid ({kind})'), os.environ.get('LOLIP_FORCE') == '1')
+
+def _execute(kind: str, params: dict, command: str, force: bool):
+    "Run one job in this process from its parameters (with `out_dir` and `device`)."
+    params = dict(params)
     out, device = Path(params.pop('out_dir')), params.pop('device')
     if kind == 'experiment01':
         from lolip_nb.experiment import run_experiment
-        run_experiment(experiment_config(**params), out, device=device, progress=False,
-                       command=os.environ.get('LOLIP_COMMAND', f'lolip grid ({kind})'), force=os.environ.get('LOLIP_FORCE') == '1')
+        run_experiment(experiment_config(**params), out, device=device, progress=False, command=command, force=force)
     else:
         from lolip_nb.separation import separation_main
         separation_main(['--dataset', params['dataset'], '--norm', params['norm'], '--out', str(out), '--device', device]
@@ -200,11 +204,57 @@ def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=Fa
         log(f'[FAIL ] {folder.name}: {err}')
         return Outcome(job, folder, 'failed', secs, err)
 
+# %% ../nbs/12_runner.ipynb #0521d456
+@contextmanager
+def _job_stream(device):
+    "Make a new CUDA stream current for the block when `device` is a GPU (nothing on a CPU)."
+    import torch
+    from lolip_nb.core import get_device
+    dev = get_device(device)
+    if dev.type != 'cuda': yield; return
+    with torch.cuda.device(dev), torch.cuda.stream(torch.cuda.Stream(dev)): yield
+
+@contextmanager
+def _cpu_threads(threads: int, device):
+    "On a CPU, let each job's operations use `threads` cores (the cores divided among the jobs) inside the block."
+    import torch
+    from lolip_nb.core import get_device
+    if get_device(device).type == 'cuda': yield; return
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+def run_inline(job: Job, folder: Path, device='auto', force=False, log=print, command: str | None = None,
+               share: int = 1) -> Outcome:
+    "Execute one job in this process, on its own CUDA stream and a 1/`share` share of free GPU memory (`execute='streams'`)."
+    from lolip_nb.attacks import memory_share
+    if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
+    with job_lock(folder) as mine:
+        if not mine: return Outcome(job, folder, 'busy')
+        if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
+        log(f'[start] {folder.name}')
+        t0 = time.perf_counter()
+        try:
+            with _job_stream(device), memory_share(share):
+                _execute(job.kind, {**job.params, 'out_dir': str(folder), 'device': device},
+                         command or f'lolip grid ({job.kind})', force)
+        except Exception as e:
+            secs, first = time.perf_counter() - t0, (str(e).strip().splitlines() or [''])[0]
+            with open(folder / 'run.log', 'a') as logf: logf.write(traceback.format_exc())
+            err = f'{type(e).__name__}: {first[:300]}'
+            log(f'[FAIL ] {folder.name}: {err}')
+            return Outcome(job, folder, 'failed', secs, err)
+        secs = time.perf_counter() - t0
+        log(f'[done ] {folder.name} in {secs:.0f} s')
+        return Outcome(job, folder, 'ran', secs)
+
 # %% ../nbs/12_runner.ipynb #4e472186
 def _prepare(preset, root, jobs, execute, epochs):
     "Validate everything a grid needs before any folder is made; returns (name, jobs, folders, execute)."
     check(isinstance(jobs, int) and jobs >= 1, f"--jobs must be a positive integer, got {jobs!r}")
-    check(execute in ('auto', 'papermill', 'process'), f"unknown execution {execute!r}: use auto, papermill or process")
+    check(execute in ('auto', 'papermill', 'process', 'streams'),
+          f"unknown execution {execute!r}: use auto, papermill, process or streams")
     name, todo = grid_jobs(preset, epochs)
     root = Path(root)
     try: root.mkdir(parents=True, exist_ok=True); probe = root / f'.probe-{os.getpid()}'; probe.touch(); probe.unlink()
@@ -221,6 +271,10 @@ def run_grid(preset: str, root='results', jobs: int = 1, execute: str = 'auto', 
     if backend == 'ray': return _run_ray(name, todo, folders, execute, device, force, address, log, command)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f'grid {name}: {len(todo)} jobs, {jobs} at a time, {execute}, results in {Path(root) / name}')
+    if execute == 'streams':
+        run = lambda jf: run_inline(jf[0], jf[1], device, force, log, command, share=min(jobs, len(todo)))
+        with _cpu_threads(threads, device):
+            with ThreadPoolExecutor(max_workers=jobs) as pool: return list(pool.map(run, zip(todo, folders)))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda jf: run_job(jf[0], jf[1], execute, device, force, threads, log, command), zip(todo, folders)))
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #99b45954
 from __future__ import annotations
-import math, pickle, random, time
+import math, os, pickle, random, threading, time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
-from .core import LolipError, check, get_device, seed_all, atomic_torch_save
+from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda
 from .config import Config, AUGS, config_hash
 from .data import DATASETS, load_dataset
 from .defenses import LOSSES
@@ -45,12 +45,22 @@ def _augment(x: Tensor, pad: int, gen: torch.Generator) -> Tensor:
               rows[:, None, :, None], cols[:, None, None, :]]
 
 # %% ../nbs/10_train.ipynb #981cf61e
-def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    "The optimizer named by `cfg.optimizer` with its learning rate, momentum and weight decay."
+def _optimizer(cfg: Config, params, capturable: bool = False) -> torch.optim.Optimizer:
+    "The optimizer named by `cfg.optimizer` with its learning rate, momentum and weight decay (`capturable` for CUDA graphs)."
     if cfg.optimizer == 'sgd': return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == 'adam': return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == 'adam': return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
     check(cfg.optimizer == 'nadam', f"unknown optimizer {cfg.optimizer!r}: use 'sgd', 'adam' or 'nadam'")
-    return torch.optim.NAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.NAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
+
+def _set_capturable(opt: torch.optim.Optimizer, capturable: bool):
+    "Make a loaded optimizer (possibly saved by a run on another device) capturable or not, with its step counters where that needs them."
+    if not any('capturable' in g for g in opt.param_groups): return  # SGD keeps no step counters
+    for g in opt.param_groups:
+        g['capturable'] = capturable
+        for p in g['params']:
+            st = opt.state.get(p, {})
+            if torch.is_tensor(st.get('step')):
+                st['step'] = st['step'].to(p.device if capturable else 'cpu', torch.float32)
 
 # %% ../nbs/10_train.ipynb #20aa3ed8
 def _rng_state(gens: dict) -> dict:
@@ -93,43 +103,83 @@ def _load_checkpoint(path: Path, cfg: Config) -> dict:
 
 # %% ../nbs/10_train.ipynb #3ed938a7
 _SYNC_EVERY = 20
+_WARMUP = 2  # eager steps on the capture stream before a capture: optimizer state, cuDNN autotuning, cuBLAS workspace
+_CAPTURE_LOCK = threading.Lock()  # jobs sharing a GPU in one process capture one at a time
 
-def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir):
-    "Train one epoch; returns (summed per-example loss, number correct) as device tensors."
+def _use_graphs(graphs, device) -> bool:
+    "Whether training steps are replayed as CUDA graphs: on CUDA, unless `graphs` is False or `$LOLIP_GRAPHS=0`."
+    if graphs is None: graphs = os.environ.get('LOLIP_GRAPHS', '1') != '0'
+    return bool(graphs) and torch.device(device).type == 'cuda'
+
+def _make_step(cfg: Config, model: nn.Module, opt, acc: dict):
+    "One step on a batch: clean accuracy before the update, the method's loss, backward, optimizer step; metrics go into `acc` in place."
     loss_fn, params, reduction = LOSSES[cfg.loss]
-    n, bs, dev = len(x), cfg.batch_size, x.device
-    perm = torch.randperm(n, generator=gens['shuffle']).to(dev)
-    steps = math.ceil(n / bs)
-    loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
-    bad_step = torch.full((), -1, device=dev, dtype=torch.long)
-    bar = tqdm(range(steps), desc=f'epoch {epoch}/{cfg.epochs}', unit='step', disable=not progress)
-    for step in bar:
-        idx = perm[step * bs:(step + 1) * bs]
-        xb, yb = x[idx], y[idx]
-        if cfg.aug: xb = _augment(xb, AUGS[cfg.aug], gens['augment'])
+    def step(xb: Tensor, yb: Tensor):
         model.eval()
-        with torch.no_grad(): correct += (model(xb).argmax(1) == yb).sum()
+        with torch.no_grad(): acc['correct'].add_((model(xb).argmax(1) == yb).sum())
         model.train()
         loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, reduction, **params)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss = loss.detach()
-        loss_sum += loss if reduction == 'sum' else loss * len(idx)
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
-        if (step + 1) % _SYNC_EVERY == 0 or step + 1 == steps:
-            if (b := int(bad_step)) >= 0:
+        acc['loss'].add_(loss if reduction == 'sum' else loss * len(yb))
+        acc['bad'].copy_(torch.where((acc['bad'] < 0) & ~torch.isfinite(loss), acc['step'], acc['bad']))
+        acc['step'].add_(1)
+    return step
+
+def _on_stream(stream, fn, *args):
+    "Run `fn(*args)` on `stream`, ordered after and before the current stream's work."
+    cur = torch.cuda.current_stream()
+    stream.wait_stream(cur)
+    with torch.cuda.stream(stream): fn(*args)
+    cur.wait_stream(stream)
+
+def _capture(step, xb: Tensor, yb: Tensor, stream):
+    "Record `step` on static copies of a batch as a CUDA graph; returns `replay(xb, yb)`, which copies a batch in and replays."
+    sx, sy, graph = xb.clone(), yb.clone(), torch.cuda.CUDAGraph()
+    with _CAPTURE_LOCK:
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode='thread_local'): step(sx, sy)
+    def replay(xb: Tensor, yb: Tensor):
+        sx.copy_(xb); sy.copy_(yb); graph.replay()
+    return replay
+
+def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir,
+           graphs: bool = False):
+    "Train one epoch; returns (summed per-example loss, number correct) as device tensors."
+    n, bs, dev = len(x), cfg.batch_size, x.device
+    perm = torch.randperm(n, generator=gens['shuffle']).to(dev)
+    steps, full = math.ceil(n / bs), n // bs
+    acc = dict(loss=torch.zeros((), device=dev), correct=torch.zeros((), device=dev, dtype=torch.long),
+               step=torch.zeros((), device=dev, dtype=torch.long), bad=torch.full((), -1, device=dev, dtype=torch.long))
+    step = _make_step(cfg, model, opt, acc)
+    graphs = graphs and full > _WARMUP  # steps [0, _WARMUP) eager, [_WARMUP, full) replayed, a last partial batch eager
+    side, replay = (torch.cuda.Stream(dev) if graphs else None), None
+    bar = tqdm(range(steps), desc=f'epoch {epoch}/{cfg.epochs}', unit='step', disable=not progress)
+    for i in bar:
+        idx = perm[i * bs:(i + 1) * bs]
+        xb, yb = x[idx], y[idx]
+        if cfg.aug: xb = _augment(xb, AUGS[cfg.aug], gens['augment'])
+        if not graphs or i >= full: step(xb, yb)
+        elif i < _WARMUP: _on_stream(side, step, xb, yb)
+        else:
+            if replay is None: replay = _capture(step, xb, yb, side)
+            replay(xb, yb)
+        if (i + 1) % _SYNC_EVERY == 0 or i + 1 == steps:
+            if (b := int(acc['bad'])) >= 0:
                 bar.close()
                 kept = f"the checkpoint of epoch {epoch - 1} in {out_dir} is kept" if out_dir and epoch > 1 else "nothing was saved"
                 raise LolipError(f"the {cfg.loss} loss is not finite at epoch {epoch}, step {b + 1} of {steps}: "
                                  f"lower the learning rate (lr={cfg.lr:g}) or check the data; {kept}")
-            seen = min((step + 1) * bs, n)
-            bar.set_postfix(loss=f'{loss_sum.item() / seen:.4f}', acc=f'{correct.item() / seen:.3f}', refresh=False)
+            seen = min((i + 1) * bs, n)
+            bar.set_postfix(loss=f"{acc['loss'].item() / seen:.4f}", acc=f"{acc['correct'].item() / seen:.3f}", refresh=False)
     bar.close()
-    return loss_sum, correct
+    return acc['loss'], acc['correct']
 
 # %% ../nbs/10_train.ipynb #4786df7e
-def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None) -> tuple[nn.Module, list[dict]]:
+def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None,
+          graphs: bool | None = None) -> tuple[nn.Module, list[dict]]:
     "Train `cfg`'s model with its method; checkpoint to `out_dir` each epoch and resume from it. Returns (model, history)."
     dev = get_device(device)
     data = load_data(cfg) if data is None else data
@@ -138,10 +188,12 @@ def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=No
     check(x.dim() == 4 and tuple(x.shape[1:]) == (info.channels, info.size, info.size) and len(x) == len(y) > 0,
           f"training data for {cfg.dataset} must be (N, {info.channels}, {info.size}, {info.size}) images with N labels, "
           f"got {tuple(x.shape)} and {tuple(y.shape)}")
+    if dev.type == 'cuda': configure_cuda()
+    graphs = _use_graphs(graphs, dev)
     x, y = x.to(dev, torch.float32), y.to(dev, torch.int64)
     seed_all(cfg.seed)
     model = build_model(cfg.arch, info.channels, info.classes, info.size).to(dev)
-    opt = _optimizer(cfg, model.parameters())
+    opt = _optimizer(cfg, model.parameters(), capturable=graphs)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
     gens = dict(shuffle=torch.Generator().manual_seed(cfg.seed), augment=torch.Generator(dev).manual_seed(cfg.seed + 1))
     path = Path(out_dir) / 'checkpoint.pt' if out_dir is not None else None
@@ -149,11 +201,12 @@ def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=No
     if path is not None and path.exists():
         ck = _load_checkpoint(path, cfg)
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+        _set_capturable(opt, graphs)
         _set_rng_state(ck['rng'], gens)
         history, start = list(ck['history']), ck['epoch']
     for epoch in range(start + 1, cfg.epochs + 1):
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
-        loss_sum, correct = _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir)
+        loss_sum, correct = _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir, graphs)
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
                             seconds=time.perf_counter() - t0))
         sched.step()

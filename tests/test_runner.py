@@ -60,3 +60,33 @@ def test_process_backend_gives_the_same_metrics_as_papermill(tmp_path, tiny_grid
     a, b = (json.loads(next((tmp_path / k).glob('tiny/*/result.json')).read_text()) for k in ('papermill', 'process'))
     assert a['config_hash'] == b['config_hash']
     assert a['metrics'] == pytest.approx(b['metrics'], rel=1e-6, abs=1e-9)
+
+
+def test_streams_execution_runs_jobs_in_one_process_and_reports_failures(tmp_path, tiny_grid):
+    "execute='streams' (jobs as threads of the runner, one CUDA stream each on a GPU) stores the same results as 'process'."
+    failing = {'kind': 'experiment01', 'params': dict(TINY, model='ce-tor-MLP', dataset='restricted_imagenet', eps=0.005)}
+    grid = tiny_grid(['ce-tor-CNN001', 'advce-tor-CNN001'], extra=[failing])
+    root = tmp_path / 'streams'
+    r = lolip('grid', grid, '--root', root, '--jobs', 3, '--execute', 'streams', '--device', 'cpu')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'summary: 2 ran, 0 skipped (already complete), 0 running elsewhere, 1 failed' in r.stdout, r.stdout
+    fail_line = [l for l in r.stdout.splitlines() if l.strip().startswith('failed:')]
+    assert len(fail_line) == 1 and 'DatasetUnavailable' in fail_line[0] and 'restricted_imagenet' in fail_line[0], r.stdout
+    assert 'Traceback' in next(root.glob('tiny/ce-tor-MLP*/run.log')).read_text()
+    assert not list(root.glob('tiny/ce-tor-MLP*/result.json'))
+    results = sorted(root.glob('tiny/*/result.json'))
+    assert len(results) == 2
+    for p in results:
+        res = json.loads(p.read_text())
+        assert res['provenance']['command'].startswith(f'lolip grid {grid}') and len(res['history']) == 1
+        assert res['execution'] == {'device': 'cpu', 'cuda_graphs': False, 'tf32': False}
+    again = lolip('grid', grid, '--root', root, '--jobs', 3, '--execute', 'streams', '--device', 'cpu')
+    assert 'summary: 0 ran, 2 skipped (already complete), 0 running elsewhere, 1 failed' in again.stdout, again.stdout
+
+    # one job alone in streams mode repeats the separate-process run exactly (on a CPU, with one job there is no interleaving)
+    one = tiny_grid(['advce-tor-CNN001'], name='one')
+    for mode in ('streams', 'process'):
+        out = lolip('grid', one, '--root', tmp_path / mode, '--execute', mode, '--device', 'cpu')
+        assert out.returncode == 0, out.stdout + out.stderr
+    a, b = (json.loads(next((tmp_path / k).glob('one/*/result.json')).read_text()) for k in ('streams', 'process'))
+    assert a['metrics'] == pytest.approx(b['metrics'], rel=1e-6, abs=1e-9)
