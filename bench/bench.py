@@ -1,28 +1,34 @@
 """Benchmark: the project's training step and evaluation against a plain baseline written the way the original works.
 
 The baseline uses the same loss functions and attacks, so only the pipeline differs: a worker DataLoader feeding
-CPU batches, a host synchronisation (`loss.item()`) every step, and batch-16 evaluation. Prints seconds per epoch
-and per evaluation with the ratios, and writes bench/results/<device>-<date>.json.
+CPU batches, a host synchronisation (`loss.item()`) every step, PyTorch's default CUDA settings, and batch-16
+evaluation. `ours` is `lolip_nb.train` / `attack_dataset` / `local_lipschitz` as a run uses them (on a GPU: data on
+the device, TF32, cuDNN autotuning, the training step replayed as a CUDA graph); `ours_eager` is the same without
+CUDA graphs. Prints seconds per epoch and per evaluation with the ratios, and writes
+bench/results/<device>-<date>.json after every section, so an interrupted run keeps what it measured.
 
     python bench/bench.py                          # all ten methods, sizes chosen for the device
     python bench/bench.py --methods ce strades6ce --n-train 2048 --n-eval 1000
-    python bench/bench.py --quick-preset           # also time the whole `quick` preset both ways (slow on CPU)
+    python bench/bench.py --quick-preset           # also the whole `quick` preset, plain path vs ours (slow on CPU)
+    python bench/bench.py --streams-epochs 2       # GPU: the ten-method `fashion` grid, all jobs at once on one GPU
 """
 import argparse, json, os, re, subprocess, sys, tempfile, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lolip_nb.core import get_device, device_name, provenance, seed_all, atomic_write_json
-from lolip_nb.config import parse_model_name
+from lolip_nb.config import Config, parse_model_name
 from lolip_nb.data import load_dataset
 from lolip_nb.defenses import LOSSES
 from lolip_nb.models import build_model
-from lolip_nb.train import train, _optimizer
-from lolip_nb.attacks import pgd, attack_dataset
+from lolip_nb.train import train, load_data, _optimizer
+from lolip_nb.attacks import pgd, attack_dataset, _auto_batch_size
+from lolip_nb.evaluate import accuracy
 from lolip_nb.lipschitz import local_lipschitz
-from lolip_nb.runner import TEN_METHODS, QUICK
+from lolip_nb.runner import TEN_METHODS, QUICK, grid_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,115 +37,211 @@ def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
 
 
-def plain_epoch(cfg, dev, x, y, workers):
-    "One epoch the original's way: worker loader, batches copied to the device, loss.item() every step."
+@contextmanager
+def _cuda_defaults(dev):
+    "PyTorch's default CUDA settings (TF32 off for matrix products, no cuDNN autotuning), as the original ran."
+    if dev.type != 'cuda': yield; return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = False, True, False
+    try: yield
+    finally: torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def plain_epochs(cfg, dev, x, y, workers, epochs=1, sched=True):
+    "Train the original's way: worker loader, batches copied to the device, loss.item() every step. Returns (model, s/epoch list)."
     seed_all(cfg.seed)
     model = build_model(cfg.arch, 1, 10, 28).to(dev)
     opt = _optimizer(cfg, model.parameters())
+    lr_sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
     loss_fn, params, reduction = LOSSES[cfg.loss]
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=False)
-    _sync(dev); t0 = time.perf_counter()
-    total = 0.0
-    for xb, yb in loader:
-        xb, yb = xb.to(dev), yb.to(dev)
-        model.train()
-        loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, reduction, **params)
-        opt.zero_grad(); loss.backward(); opt.step()
-        total += loss.item()
-    _sync(dev)
-    return time.perf_counter() - t0
+    times = []
+    with _cuda_defaults(dev):
+        for _ in range(epochs):
+            _sync(dev); t0 = time.perf_counter()
+            total = 0.0
+            for xb, yb in loader:
+                xb, yb = xb.to(dev), yb.to(dev)
+                model.train()
+                loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, reduction, **params)
+                opt.zero_grad(); loss.backward(); opt.step()
+                total += loss.item()
+            if sched: lr_sched.step()
+            _sync(dev); times.append(time.perf_counter() - t0)
+    return model.eval(), times
 
 
-def ours_epoch(cfg, dev, x, y):
-    "One epoch of lolip_nb.train (data on the device, no per-step host sync); the time it records for the epoch."
-    _, hist = train(cfg.__class__.from_dict({**cfg.to_dict(), 'epochs': 1, 'milestones': []}), device=dev, progress=False,
-                    data=((x, y), (x[:1], y[:1])))
-    return hist[0]['seconds']
+def ours_epochs(cfg, dev, x, y, epochs=1, graphs=None):
+    "Epochs of lolip_nb.train (data on the device, no per-step host sync, CUDA graphs on a GPU): the seconds it records."
+    one = Config.from_dict({**cfg.to_dict(), 'epochs': epochs, 'milestones': ()})
+    _, hist = train(one, device=dev, progress=False, data=((x, y), (x[:1], y[:1])), graphs=graphs)
+    return [h['seconds'] for h in hist]
 
 
 def plain_eval(model, dev, x, y, eps, workers):
     "PGD-10 and the Lipschitz estimate the original's way: batch 16 from a worker loader, a host sync per batch."
     loader = DataLoader(TensorDataset(x, y), batch_size=16, num_workers=workers)
-    _sync(dev); t0 = time.perf_counter()
-    correct = 0
-    for xb, yb in loader:
-        xb, yb = xb.to(dev), yb.to(dev)
-        adv = pgd(model, xb, yb, eps)
-        correct += (model(adv).argmax(1) == yb).sum().item()
-    _sync(dev); t1 = time.perf_counter()
-    lips = []
-    for xb, _ in loader:
-        _, per = local_lipschitz(model, xb.to(dev), eps, batch_size=16)
-        lips.append(per.mean().item())
-    _sync(dev)
-    return t1 - t0, time.perf_counter() - t1
+    with _cuda_defaults(dev):
+        _sync(dev); t0 = time.perf_counter()
+        correct = 0
+        for xb, yb in loader:
+            xb, yb = xb.to(dev), yb.to(dev)
+            adv = pgd(model, xb, yb, eps)
+            correct += (model(adv).argmax(1) == yb).sum().item()
+        _sync(dev); t1 = time.perf_counter()
+        lips = []
+        for xb, _ in loader:
+            _, per = local_lipschitz(model, xb.to(dev), eps, batch_size=16)
+            lips.append(per.mean().item())
+        _sync(dev)
+    return t1 - t0, time.perf_counter() - t1, correct / len(x), sum(lips) / len(lips)
 
 
-def ours_eval(model, dev, x, y, eps):
-    "The same work through lolip_nb: data on the device, batch size chosen from free memory."
+def ours_eval(model, dev, x, y, eps, repeats=1):
+    "The same work through lolip_nb: data on the device, batch size chosen from free memory. Median of `repeats`."
     xd, yd = x.to(dev), y.to(dev)
-    _sync(dev); t0 = time.perf_counter()
-    attack_dataset(model, xd, yd, eps, progress=False)
-    _sync(dev); t1 = time.perf_counter()
-    local_lipschitz(model, xd, eps)
-    _sync(dev)
-    return t1 - t0, time.perf_counter() - t1
+    pgds, lips = [], []
+    for _ in range(repeats):
+        _sync(dev); t0 = time.perf_counter()
+        _, broken = attack_dataset(model, xd, yd, eps, progress=False)
+        _sync(dev); t1 = time.perf_counter()
+        lip, _ = local_lipschitz(model, xd, eps)
+        _sync(dev); pgds.append(t1 - t0); lips.append(time.perf_counter() - t1)
+    med = lambda v: sorted(v)[len(v) // 2]
+    return med(pgds), med(lips), 1 - broken.double().mean().item(), lip
 
 
-def quick_preset_walltime(jobs):
+def plain_quick_preset(dev, workers):
+    "The ten `quick` runs one after the other the plain way (plain training, batch-16 evaluation of train and test)."
+    _, jobs = grid_jobs('quick')
+    t0 = time.perf_counter()
+    from lolip_nb.experiment import experiment_config
+    for j in jobs:
+        cfg = experiment_config(**j.params)
+        (xtr, ytr), (xte, yte) = load_data(cfg)
+        model, _ = plain_epochs(cfg, dev, xtr, ytr, workers, epochs=cfg.epochs)
+        for x, y in ((xtr, ytr), (xte, yte)):
+            accuracy(model, x, y, batch_size=16, device=dev)
+            plain_eval(model, dev, x, y, cfg.eps, workers)
+    return time.perf_counter() - t0
+
+
+def ours_quick_preset(jobs, execute='process', device='cpu'):
     "Wall time of `lolip grid quick` into a fresh folder."
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / 'lolip'), 'grid', 'quick', '--root', d, '--jobs', str(jobs),
-                        '--execute', 'process'], check=True, stdout=subprocess.DEVNULL)
+                        '--execute', execute, '--device', device], check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
+
+
+def streams_grid(dev, epochs, jobs, out_root, grid='fashion'):
+    "A grid (the ten-method `fashion` one) capped at `epochs`, `jobs` at once on one GPU (execute='streams'); returns timings."
+    from lolip_nb.runner import run_grid
+    t0 = time.perf_counter()
+    outcomes = run_grid(grid, out_root, jobs=jobs, execute='streams', device=str(dev), epochs=epochs, force=True,
+                        command=f'python bench/bench.py --streams-epochs {epochs}')
+    wall = time.perf_counter() - t0
+    runs = []
+    for o in outcomes:
+        res = json.loads((o.folder / 'result.json').read_text()) if o.status == 'ran' else {}
+        runs.append(dict(method=o.job.params['model'].split('-')[0], status=o.status, error=o.error, seconds=o.seconds,
+                         epoch_s=res.get('timings', {}).get('epoch_s'), evaluate_s=res.get('timings', {}).get('evaluate_s'),
+                         metrics=res.get('metrics')))
+    return dict(epochs=epochs, jobs=jobs, wall_s=wall, runs=runs)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--methods', nargs='+', default=list(TEN_METHODS))
-    ap.add_argument('--n-train', type=int, default=None, help='training images per timed epoch (default: 1024 on CPU, 60000 on GPU)')
+    ap.add_argument('--n-train', type=int, default=None, help='images per timed epoch of ours (default: 1024 on CPU, 60000 on GPU)')
+    ap.add_argument('--n-plain', type=int, default=None, help='images per timed epoch of the baselines (default: n-train on CPU, 6400 on GPU)')
     ap.add_argument('--n-eval', type=int, default=None, help='test images to evaluate (default: 1000 on CPU, 10000 on GPU)')
+    ap.add_argument('--n-plain-eval', type=int, default=None, help='test images the plain evaluation times (default: n-eval on CPU, 2000 on GPU)')
     ap.add_argument('--workers', type=int, default=2, help="the baseline loader's worker processes")
     ap.add_argument('--device', default='auto')
-    ap.add_argument('--quick-preset', action='store_true', help='also time the whole quick preset (minutes on CPU)')
+    ap.add_argument('--skip-train', action='store_true')
+    ap.add_argument('--quick-preset', action='store_true', help='also time the whole quick preset, plain path and ours (minutes on CPU)')
+    ap.add_argument('--streams-epochs', type=int, default=0, help='GPU: run the fashion grid for this many epochs, all jobs at once')
+    ap.add_argument('--streams-jobs', type=int, default=10)
+    ap.add_argument('--streams-grid', default='fashion', help='the grid the streams section runs (a preset or a grid file)')
+    ap.add_argument('--streams-root', default=None, help='where the streams grid writes its results (default: a temporary folder)')
     ap.add_argument('--out', default=str(REPO / 'bench' / 'results'))
     a = ap.parse_args(argv)
     dev = get_device(a.device)
     gpu = dev.type == 'cuda'
     n_train = a.n_train or (60000 if gpu else 1024)
+    n_plain = a.n_plain or (min(6400, n_train) if gpu else n_train)
     n_eval = a.n_eval or (10000 if gpu else 1000)
+    n_plain_eval = a.n_plain_eval or (min(2000, n_eval) if gpu else n_eval)
     x, y = load_dataset('fashion_mnist', 'train', subset=n_train if n_train < 60000 else None)
     xt, yt = load_dataset('fashion_mnist', 'test', subset=n_eval if n_eval < 10000 else None)
     print(f'device: {device_name(dev)}; torch {torch.__version__}; threads {torch.get_num_threads()}; '
-          f'{n_train} training images per epoch, {n_eval} evaluated')
-    rows = []
-    for m in a.methods:
-        cfg = parse_model_name(f'{m}-tor-CNN001', 'fashion_mnist')
-        plain = plain_epoch(cfg, dev, x, y, a.workers)
-        ours = ours_epoch(cfg, dev, x.to(dev), y.to(dev))
-        scale = 60000 / n_train
-        rows.append(dict(method=m, plain_s_per_epoch=plain * scale, ours_s_per_epoch=ours * scale, speedup=plain / ours))
-        print(f'  train {m:12s} plain {plain * scale:8.1f} s/epoch   ours {ours * scale:8.1f} s/epoch   x{plain / ours:5.2f}'
-              + ('' if n_train == 60000 else f'   (measured on {n_train}, scaled to 60,000)'))
-    seed_all(0)
-    model = build_model('CNN001', 1, 10, 28).to(dev).eval()
-    p_pgd, p_lip = plain_eval(model, dev, xt, yt, 0.1, a.workers)
-    o_pgd, o_lip = ours_eval(model, dev, xt, yt, 0.1)
-    scale = 10000 / n_eval
-    ev = dict(plain_pgd_s=p_pgd * scale, ours_pgd_s=o_pgd * scale, plain_lip_s=p_lip * scale, ours_lip_s=o_lip * scale,
-              pgd_speedup=p_pgd / o_pgd, lip_speedup=p_lip / o_lip)
-    print(f'  eval  PGD-10     plain {ev["plain_pgd_s"]:8.2f} s   ours {ev["ours_pgd_s"]:8.2f} s   x{ev["pgd_speedup"]:5.2f}   (per 10,000 points)')
-    print(f'  eval  Lipschitz  plain {ev["plain_lip_s"]:8.2f} s   ours {ev["ours_lip_s"]:8.2f} s   x{ev["lip_speedup"]:5.2f}   (per 10,000 points)')
-    out = dict(device=device_name(dev), n_train=n_train, n_eval=n_eval, workers=a.workers, train=rows, evaluation=ev,
-               provenance=provenance(dev, 'python ' + ' '.join(['bench/bench.py', *(argv or sys.argv[1:])])))
-    if a.quick_preset:
-        out['quick_preset_s'] = quick_preset_walltime(2)
-        print(f'  quick preset (lolip grid quick --jobs 2): {out["quick_preset_s"]:.0f} s wall')
+          f'ours: {n_train} training images per epoch, {n_eval} evaluated; plain: {n_plain} and {n_plain_eval} '
+          f'(all times scaled to 60,000 and 10,000)', flush=True)
+    out = dict(device=device_name(dev), n_train=n_train, n_plain=n_plain, n_eval=n_eval, n_plain_eval=n_plain_eval,
+               workers=a.workers, train=[], provenance=provenance(dev, 'python ' + ' '.join(['bench/bench.py', *(argv or sys.argv[1:])])))
     tag = re.sub(r'[^A-Za-z0-9]+', '-', device_name(dev)).strip('-')[:40]
     path = Path(a.out) / f'{tag}-{out["provenance"]["date"][:10]}.json'
-    atomic_write_json(path, out)
+    save = lambda: atomic_write_json(path, out)
+
+    xd, yd = x.to(dev), y.to(dev)
+    for m in ([] if a.skip_train else a.methods):
+        cfg = parse_model_name(f'{m}-tor-CNN001', 'fashion_mnist')
+        _, plain = plain_epochs(cfg, dev, x[:n_plain], y[:n_plain], a.workers, sched=False)
+        row = dict(method=m, plain_s_per_epoch=plain[0] * 60000 / n_plain)
+        if gpu:  # eager without graphs, then ours: two epochs, the second is the steady state (cuDNN tuned, graph warm)
+            eager = ours_epochs(cfg, dev, xd[:n_plain], yd[:n_plain], graphs=False)
+            row['ours_eager_s_per_epoch'] = eager[0] * 60000 / n_plain
+            ours = ours_epochs(cfg, dev, xd, yd, epochs=2)
+            row.update(ours_first_epoch_s=ours[0] * 60000 / n_train, ours_s_per_epoch=ours[1] * 60000 / n_train)
+        else:
+            ours = ours_epochs(cfg, dev, xd, yd)
+            row['ours_s_per_epoch'] = ours[0] * 60000 / n_train
+        row['speedup'] = row['plain_s_per_epoch'] / row['ours_s_per_epoch']
+        out['train'].append(row)
+        print(f"  train {m:12s} plain {row['plain_s_per_epoch']:8.2f} s/epoch"
+              + (f"   eager {row['ours_eager_s_per_epoch']:7.2f}" if gpu else '')
+              + f"   ours {row['ours_s_per_epoch']:7.2f} s/epoch   x{row['speedup']:5.2f}", flush=True)
+        save()
+
+    seed_all(0)
+    model = build_model('CNN001', 1, 10, 28).to(dev).eval()
+    p_pgd, p_lip, p_acc, p_l = plain_eval(model, dev, xt[:n_plain_eval], yt[:n_plain_eval], 0.1, a.workers)
+    ours_eval(model, dev, xt, yt, 0.1)  # warm-up: cuDNN tunes the evaluation shapes once
+    o_pgd, o_lip, o_acc, o_l = ours_eval(model, dev, xt, yt, 0.1, repeats=3 if gpu else 1)
+    sp, so = 10000 / n_plain_eval, 10000 / n_eval
+    ev = dict(plain_pgd_s=p_pgd * sp, ours_pgd_s=o_pgd * so, plain_lip_s=p_lip * sp, ours_lip_s=o_lip * so,
+              pgd_speedup=p_pgd * sp / (o_pgd * so), lip_speedup=p_lip * sp / (o_lip * so),
+              batch_size=_auto_batch_size(model, xt, dev), ours_robust_acc=o_acc, ours_lip=o_l)
+    out['evaluation'] = ev
+    print(f'  eval  PGD-10     plain {ev["plain_pgd_s"]:8.2f} s   ours {ev["ours_pgd_s"]:8.3f} s   x{ev["pgd_speedup"]:6.1f}   (per 10,000 points; batch {ev["batch_size"]})')
+    print(f'  eval  Lipschitz  plain {ev["plain_lip_s"]:8.2f} s   ours {ev["ours_lip_s"]:8.3f} s   x{ev["lip_speedup"]:6.1f}', flush=True)
+    save()
+
+    if a.streams_epochs:
+        root = a.streams_root or tempfile.mkdtemp(prefix='lolip-streams-')
+        s = streams_grid(dev, a.streams_epochs, a.streams_jobs, root, a.streams_grid)
+        per = [max(r['epoch_s'] or [0]) for r in s['runs']]
+        s['slowest_epoch_s'] = max(per)
+        s['fashion_160_estimate_s'] = 160 * s['slowest_epoch_s']  # all ten at once, each at its slowest epoch
+        out['streams'] = s
+        print(f"  streams: {a.streams_grid} grid, {a.streams_epochs} epochs, {s['jobs']} jobs at once: {s['wall_s']:.1f} s wall; "
+              f"slowest epoch {s['slowest_epoch_s']:.2f} s -> 160 epochs ~ {s['fashion_160_estimate_s'] / 60:.1f} min", flush=True)
+        for r in s['runs']:
+            print(f"    {r['method']:12s} {r['status']:6s} epochs {r['epoch_s']} evaluate {r['evaluate_s']}"
+                  + (f" ERROR {r['error']}" if r['error'] else ''))
+        save()
+
+    if a.quick_preset:
+        out['quick_preset'] = q = dict(plain_s=plain_quick_preset(dev, a.workers))
+        print(f"  quick preset, plain path (sequential): {q['plain_s']:.0f} s", flush=True)
+        save()
+        q['ours_s'] = ours_quick_preset(2, 'process', str(dev))
+        q['speedup'] = q['plain_s'] / q['ours_s']
+        print(f"  quick preset, lolip grid quick --jobs 2 --execute process: {q['ours_s']:.0f} s   x{q['speedup']:.2f}")
+        save()
     print(f'wrote {path}')
 
 

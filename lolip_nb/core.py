@@ -107,7 +107,7 @@ def provenance(device=None, command=None) -> dict:
     "Where a result comes from: command, git commit, package versions, device and date."
     import sys, datetime, platform
     from lolip_nb import __version__
-    commit = _git('rev-parse', 'HEAD')
+    commit = _git('rev-parse', 'HEAD') or os.environ.get('LOLIP_COMMIT')  # a copy without .git (a batch node) is told its commit
     dirty = _git('status', '--porcelain', '--untracked-files=no', '--', ':(top,exclude)results')  # results are data, not code
     return dict(command=command if command is not None else ' '.join(sys.argv),
                 commit=commit, commit_dirty=bool(dirty) if commit else None,
