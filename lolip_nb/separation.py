@@ -140,7 +140,7 @@ def _sq_norms(V):
 
 def _l2_tile(Vq, Vr, nq, nr, excl):
     "Exact nearest squared l2 distances of a tile of queries (in the units of `Vq`)."
-    dt = torch.float32 if Vq.dtype == torch.uint8 else torch.float64
+    dt = torch.float32 if Vq.dtype == torch.uint8 and not Vq.is_cuda else torch.float64  # GPU: float64, immune to TF32 settings
     K = Vq.shape[1]
     u = 2.0 ** -24 if dt == torch.float32 else 2.0 ** -53
     gamma = 2 * K * u / (1 - K * u)    # doubled: covers the norms' own rounding in float64 inputs

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #99b45954
 from __future__ import annotations
-import math, os, pickle, random, threading, time
+import math, os, pickle, random, time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
-from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda
+from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda, CUDA_RNG
 from .config import Config, AUGS, config_hash
 from .data import DATASETS, load_dataset
 from .defenses import LOSSES
@@ -47,8 +47,10 @@ def _augment(x: Tensor, pad: int, gen: torch.Generator) -> Tensor:
 # %% ../nbs/10_train.ipynb #981cf61e
 def _optimizer(cfg: Config, params, capturable: bool = False) -> torch.optim.Optimizer:
     "The optimizer named by `cfg.optimizer` with its learning rate, momentum and weight decay (`capturable` for CUDA graphs)."
-    if cfg.optimizer == 'sgd': return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == 'adam': return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
+    fused = capturable or None  # captured steps: one fused kernel for all parameters instead of a few per tensor list
+    if cfg.optimizer == 'sgd': return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
+    if cfg.optimizer == 'adam':
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable, fused=fused)
     check(cfg.optimizer == 'nadam', f"unknown optimizer {cfg.optimizer!r}: use 'sgd', 'adam' or 'nadam'")
     return torch.optim.NAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
 
@@ -57,6 +59,7 @@ def _set_capturable(opt: torch.optim.Optimizer, capturable: bool):
     if not any('capturable' in g for g in opt.param_groups): return  # SGD keeps no step counters
     for g in opt.param_groups:
         g['capturable'] = capturable
+        if 'fused' in g: g['fused'] = capturable or None  # as `_optimizer` builds it for this device
         for p in g['params']:
             st = opt.state.get(p, {})
             if torch.is_tensor(st.get('step')):
@@ -104,7 +107,6 @@ def _load_checkpoint(path: Path, cfg: Config) -> dict:
 # %% ../nbs/10_train.ipynb #3ed938a7
 _SYNC_EVERY = 20
 _WARMUP = 2  # eager steps on the capture stream before a capture: optimizer state, cuDNN autotuning, cuBLAS workspace
-_CAPTURE_LOCK = threading.Lock()  # jobs sharing a GPU in one process capture one at a time
 
 def _use_graphs(graphs, device) -> bool:
     "Whether training steps are replayed as CUDA graphs: on CUDA, unless `graphs` is False or `$LOLIP_GRAPHS=0`."
@@ -138,7 +140,7 @@ def _on_stream(stream, fn, *args):
 def _capture(step, xb: Tensor, yb: Tensor, stream):
     "Record `step` on static copies of a batch as a CUDA graph; returns `replay(xb, yb)`, which copies a batch in and replays."
     sx, sy, graph = xb.clone(), yb.clone(), torch.cuda.CUDAGraph()
-    with _CAPTURE_LOCK:
+    with CUDA_RNG.exclusive():  # no other thread may draw from the CUDA generator while it is in capture mode
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.graph(graph, stream=stream, capture_error_mode='thread_local'): step(sx, sy)
     def replay(xb: Tensor, yb: Tensor):
@@ -161,11 +163,11 @@ def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict,
         idx = perm[i * bs:(i + 1) * bs]
         xb, yb = x[idx], y[idx]
         if cfg.aug: xb = _augment(xb, AUGS[cfg.aug], gens['augment'])
-        if not graphs or i >= full: step(xb, yb)
-        elif i < _WARMUP: _on_stream(side, step, xb, yb)
-        else:
-            if replay is None: replay = _capture(step, xb, yb, side)
-            replay(xb, yb)
+        if graphs and i == _WARMUP: replay = _capture(step, xb, yb, side)
+        with CUDA_RNG.shared():
+            if not graphs or i >= full: step(xb, yb)
+            elif i < _WARMUP: _on_stream(side, step, xb, yb)
+            else: replay(xb, yb)
         if (i + 1) % _SYNC_EVERY == 0 or i + 1 == steps:
             if (b := int(acc['bad'])) >= 0:
                 bar.close()
