@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 
-from .core import check, configure_cuda, CUDA_RNG
+from .core import check, configure_cuda
 from .perturb import norm_of
 from .attacks import attack_dataset, _ATTACKS, _auto_batch_size, _batches, _eval_mode, _model_device
 from .lipschitz import local_lipschitz
@@ -39,12 +39,11 @@ def evaluate(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor,
     out = {}
     for split, (x, y) in (('train', train), ('test', test)):
         if dev.type == 'cuda': x, y = x.to(dev), y.to(dev)  # copied once, not once per measurement and batch
-        with CUDA_RNG.shared():  # random starts: no other job of this process may be capturing a graph meanwhile
-            out[f'{split}_acc'] = accuracy(model, x, y, batch_size, device)
-            _, broken = attack_dataset(model, x, y, eps, attack, norm, batch_size, device, progress)
-            out[f'adv_{split}_acc'] = 1.0 - broken.double().mean().item()
-            out[f'{split}_lip'] = local_lipschitz(model, x, eps, norm, batch_size=batch_size, device=device,
-                                                  progress=progress, **lip_kw)[0]
+        out[f'{split}_acc'] = accuracy(model, x, y, batch_size, device)
+        _, broken = attack_dataset(model, x, y, eps, attack, norm, batch_size, device, progress)
+        out[f'adv_{split}_acc'] = 1.0 - broken.double().mean().item()
+        out[f'{split}_lip'] = local_lipschitz(model, x, eps, norm, batch_size=batch_size, device=device,
+                                              progress=progress, **lip_kw)[0]
     out['gap_acc'] = out['train_acc'] - out['test_acc']
     out['gap_adv_acc'] = out['adv_train_acc'] - out['adv_test_acc']
     model.eval()
