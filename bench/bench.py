@@ -136,18 +136,28 @@ def ours_quick_preset(jobs, execute='process', device='cpu'):
         return time.perf_counter() - t0
 
 
+def subset_grid(preset, n_train, n_test, path):
+    "Write a grid file of `preset`'s jobs on `n_train` training and `n_test` test images; returns its path."
+    name, jobs = grid_jobs(preset)
+    spec = dict(name=f'{name}-n{n_train}', jobs=[dict(kind=j.kind, params={**j.params, 'n_train': n_train, 'n_test': n_test})
+                                                 for j in jobs])
+    Path(path).write_text(json.dumps(spec))
+    return str(path)
+
+
 def streams_grid(dev, epochs, jobs, out_root, grid='fashion'):
     "A grid (the ten-method `fashion` one) capped at `epochs`, `jobs` at once on one GPU (execute='streams'); returns timings."
     from lolip_nb.runner import run_grid
     t0 = time.perf_counter()
     outcomes = run_grid(grid, out_root, jobs=jobs, execute='streams', device=str(dev), epochs=epochs, force=True,
-                        command=f'python bench/bench.py --streams-epochs {epochs}')
+                        command=f'python bench/bench.py --streams-epochs {epochs} --streams-jobs {jobs}')
     wall = time.perf_counter() - t0
     runs = []
     for o in outcomes:
         res = json.loads((o.folder / 'result.json').read_text()) if o.status == 'ran' else {}
         runs.append(dict(method=o.job.params['model'].split('-')[0], status=o.status, error=o.error, seconds=o.seconds,
-                         epoch_s=res.get('timings', {}).get('epoch_s'), evaluate_s=res.get('timings', {}).get('evaluate_s'),
+                         epoch_s=res.get('timings', {}).get('epoch_s'), train_s=res.get('timings', {}).get('train_s'),
+                         evaluate_s=res.get('timings', {}).get('evaluate_s'),
                          metrics=res.get('metrics')))
     return dict(epochs=epochs, jobs=jobs, wall_s=wall, runs=runs)
 
@@ -166,8 +176,13 @@ def main(argv=None):
     ap.add_argument('--streams-epochs', type=int, default=0, help='GPU: run the fashion grid for this many epochs, all jobs at once')
     ap.add_argument('--streams-jobs', type=int, default=10)
     ap.add_argument('--streams-grid', default='fashion', help='the grid the streams section runs (a preset or a grid file)')
+    ap.add_argument('--streams-n-train', type=int, default=None, help="run the streams grid's jobs on this many training images")
+    ap.add_argument('--streams-n-test', type=int, default=2000)
+    ap.add_argument('--streams-compare', action='store_true', help='also run the streams grid one job at a time, for the ratio')
+    ap.add_argument('--skip-eval', action='store_true')
     ap.add_argument('--streams-root', default=None, help='where the streams grid writes its results (default: a temporary folder)')
     ap.add_argument('--out', default=str(REPO / 'bench' / 'results'))
+    ap.add_argument('--tag', default='', help='a suffix for the result file name (e.g. streams)')
     a = ap.parse_args(argv)
     dev = get_device(a.device)
     gpu = dev.type == 'cuda'
@@ -183,7 +198,7 @@ def main(argv=None):
     out = dict(device=device_name(dev), n_train=n_train, n_plain=n_plain, n_eval=n_eval, n_plain_eval=n_plain_eval,
                workers=a.workers, train=[], provenance=provenance(dev, 'python ' + ' '.join(['bench/bench.py', *(argv or sys.argv[1:])])))
     tag = re.sub(r'[^A-Za-z0-9]+', '-', device_name(dev)).strip('-')[:40]
-    path = Path(a.out) / f'{tag}-{out["provenance"]["date"][:10]}.json'
+    path = Path(a.out) / f'{tag}-{out["provenance"]["date"][:10]}{"-" + a.tag if a.tag else ""}.json'
     save = lambda: atomic_write_json(path, out)
 
     xd, yd = x.to(dev), y.to(dev)
@@ -206,6 +221,13 @@ def main(argv=None):
               + f"   ours {row['ours_s_per_epoch']:7.2f} s/epoch   x{row['speedup']:5.2f}", flush=True)
         save()
 
+    if not a.skip_eval: evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save)
+    if a.streams_epochs: streams_section(a, dev, out, save)
+    if a.quick_preset: quick_section(a, dev, out, save)
+    print(f'wrote {path}')
+
+
+def evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save):
     seed_all(0)
     model = build_model('CNN001', 1, 10, 28).to(dev).eval()
     p_pgd, p_lip, p_acc, p_l = plain_eval(model, dev, xt[:n_plain_eval], yt[:n_plain_eval], 0.1, a.workers)
@@ -220,29 +242,44 @@ def main(argv=None):
     print(f'  eval  Lipschitz  plain {ev["plain_lip_s"]:8.2f} s   ours {ev["ours_lip_s"]:8.3f} s   x{ev["lip_speedup"]:6.1f}', flush=True)
     save()
 
-    if a.streams_epochs:
-        root = a.streams_root or tempfile.mkdtemp(prefix='lolip-streams-')
-        s = streams_grid(dev, a.streams_epochs, a.streams_jobs, root, a.streams_grid)
-        per = [max(r['epoch_s'] or [0]) for r in s['runs']]
-        s['slowest_epoch_s'] = max(per)
-        s['fashion_160_estimate_s'] = 160 * s['slowest_epoch_s']  # all ten at once, each at its slowest epoch
-        out['streams'] = s
-        print(f"  streams: {a.streams_grid} grid, {a.streams_epochs} epochs, {s['jobs']} jobs at once: {s['wall_s']:.1f} s wall; "
-              f"slowest epoch {s['slowest_epoch_s']:.2f} s -> 160 epochs ~ {s['fashion_160_estimate_s'] / 60:.1f} min", flush=True)
+
+def streams_section(a, dev, out, save):
+    root = Path(a.streams_root or tempfile.mkdtemp(prefix='lolip-streams-'))
+    grid, n = a.streams_grid, a.streams_n_train
+    if n: grid = subset_grid(grid, n, a.streams_n_test, root / 'grid.json')
+    scale = 60000 / n if n else 1.0
+    out['streams'] = []
+    for jobs in ([1] if a.streams_compare else []) + [a.streams_jobs]:
+        s = streams_grid(dev, a.streams_epochs, jobs, root / f'jobs{jobs}', grid)
+        train = [r['train_s'] for r in s['runs'] if r['train_s']]
+        last = [r['epoch_s'][-1] for r in s['runs'] if r['epoch_s']]
+        s.update(n_train=n, scale_to_60000=scale)
+        if last and len(last) == len(s['runs']):  # steady state: interleaved jobs finish an epoch together; one by one, epochs add up
+            s['grid_epoch_s_at_60000'] = (max(last) if jobs > 1 else sum(last)) * scale
+            s['fashion_160_epochs_steady_min'] = s['grid_epoch_s_at_60000'] * 160 / 60
+        if len(train) == len(s['runs']):  # training wall time of the grid: the longest job if together, the sum if one by one
+            s['grid_train_s'] = max(train) if jobs > 1 else sum(train)
+            # per epoch (data loading and the first epoch's tuning included), at 60,000 images, times the preset's 160
+            s['fashion_160_epochs_estimate_min'] = s['grid_train_s'] * scale / a.streams_epochs * 160 / 60
+        out['streams'].append(s)
+        print(f"  streams: {a.streams_grid} ({n or 'the grid its own'} training images), {a.streams_epochs} epochs, {jobs} at a time: "
+              f"{s['wall_s']:.1f} s wall" + (f", training {s['grid_train_s']:.1f} s -> the fashion preset (160 epochs, "
+              f"60,000 images) ~ {s['fashion_160_epochs_estimate_min']:.1f} min of training, "
+              f"{s['fashion_160_epochs_steady_min']:.1f} min at the last epoch's pace" if 'grid_train_s' in s else ''), flush=True)
         for r in s['runs']:
             print(f"    {r['method']:12s} {r['status']:6s} epochs {r['epoch_s']} evaluate {r['evaluate_s']}"
                   + (f" ERROR {r['error']}" if r['error'] else ''))
         save()
 
-    if a.quick_preset:
-        out['quick_preset'] = q = dict(plain_s=plain_quick_preset(dev, a.workers))
-        print(f"  quick preset, plain path (sequential): {q['plain_s']:.0f} s", flush=True)
-        save()
-        q['ours_s'] = ours_quick_preset(2, 'process', str(dev))
-        q['speedup'] = q['plain_s'] / q['ours_s']
-        print(f"  quick preset, lolip grid quick --jobs 2 --execute process: {q['ours_s']:.0f} s   x{q['speedup']:.2f}")
-        save()
-    print(f'wrote {path}')
+
+def quick_section(a, dev, out, save):
+    out['quick_preset'] = q = dict(plain_s=plain_quick_preset(dev, a.workers))
+    print(f"  quick preset, plain path (sequential): {q['plain_s']:.0f} s", flush=True)
+    save()
+    q['ours_s'] = ours_quick_preset(2, 'process', str(dev))
+    q['speedup'] = q['plain_s'] / q['ours_s']
+    print(f"  quick preset, lolip grid quick --jobs 2 --execute process: {q['ours_s']:.0f} s   x{q['speedup']:.2f}")
+    save()
 
 
 if __name__ == '__main__':

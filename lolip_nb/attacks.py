@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import LolipError, check, get_device, CUDA_RNG
+from .core import LolipError, check, get_device
 from .perturb import ascend, norm_of, _eval_mode
 
 # %% auto #0
@@ -127,8 +127,7 @@ def attack_dataset(model: nn.Module, x: Tensor, y: Tensor, eps: float, attack: s
         for i in _batches(len(x), bs, progress, attack):
             xb, yb = x[i:i + bs].to(dev), y[i:i + bs].to(dev)
             tb = None if target is None else target[i:i + bs].to(dev)
-            with CUDA_RNG.shared():  # random starts: not while another job of this process captures a CUDA graph
-                xa = fn(model, xb, yb, eps, norm, **kw) if tb is None else fn(model, xb, yb, eps, norm, target=tb, **kw)
+            xa = fn(model, xb, yb, eps, norm, **kw) if tb is None else fn(model, xb, yb, eps, norm, target=tb, **kw)
             with torch.no_grad():
                 win = _broken(model(xa), yb, tb)
                 if tb is None:  # x itself is in the ball: a clean mistake is a success

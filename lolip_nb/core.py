@@ -4,16 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #c24bd245
 from __future__ import annotations
-import json, os, random, tempfile, threading
-from contextlib import contextmanager
+import json, os, random, tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CUDA_RNG', 'LolipError', 'check', 'get_device', 'SharedLock', 'seed_all', 'configure_cuda', 'atomic_write_text',
-           'atomic_write_json', 'atomic_torch_save', 'device_name', 'provenance']
+__all__ = ['LolipError', 'check', 'get_device', 'seed_all', 'configure_cuda', 'atomic_write_text', 'atomic_write_json',
+           'atomic_torch_save', 'device_name', 'provenance']
 
 # %% ../nbs/00_core.ipynb #202d8c8b
 class LolipError(ValueError):
@@ -33,40 +32,10 @@ def get_device(device=None) -> torch.device:
     check(dev.type != 'cuda' or torch.cuda.is_available(), f"device {device!r} asked for but CUDA is not available: use --device cpu")
     return dev
 
-# %% ../nbs/00_core.ipynb #c52d8dd6
-class SharedLock:
-    "A lock that many threads hold together (`shared()`) or one holds alone (`exclusive()`); a waiting exclusive holder goes first."
-    def __init__(self):
-        self._cond, self._shared, self._excl, self._waiting = threading.Condition(), 0, False, 0
-
-    @contextmanager
-    def shared(self):
-        with self._cond:
-            while self._excl or self._waiting: self._cond.wait()
-            self._shared += 1
-        try: yield
-        finally:
-            with self._cond:
-                self._shared -= 1
-                if not self._shared: self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self):
-        with self._cond:
-            self._waiting += 1
-            while self._excl or self._shared: self._cond.wait()
-            self._waiting -= 1; self._excl = True
-        try: yield
-        finally:
-            with self._cond: self._excl = False; self._cond.notify_all()
-
-CUDA_RNG = SharedLock()  # shared: draw from the default CUDA generator (eager steps, replays, evaluation); exclusive: capture a graph
-
 # %% ../nbs/00_core.ipynb #6a7675e1
 def seed_all(seed: int):
     "Seed Python, NumPy and torch so that CPU runs repeat exactly."
-    random.seed(seed); np.random.seed(seed % 2**32)
-    with CUDA_RNG.shared(): torch.manual_seed(seed)  # also seeds the CUDA generator, which a capture may be using
+    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #3325f87e
 def configure_cuda(tf32: bool | None = None):

@@ -15,7 +15,7 @@ from .config import Config, config_hash, model_name, parse_model_name
 
 # %% auto #0
 __all__ = ['RESULT_FILE', 'DATASET_ALIASES', 'ATTACK_ALIASES', 'run_dir', 'read_result', 'is_complete', 'iter_results',
-           'job_lock', 'experiment_config', 'run_experiment']
+           'job_lock', 'experiment_config', 'run_experiment_steps', 'run_experiment']
 
 # %% ../nbs/11_experiment.ipynb #7b7d68d4
 RESULT_FILE = 'result.json'
@@ -79,10 +79,10 @@ def experiment_config(model: str, dataset: str, eps: float | None = None, norm='
                             attack=ATTACK_ALIASES[attack], **kw, **overrides)
 
 # %% ../nbs/11_experiment.ipynb #e009bdcf
-def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
-                   save_model=False) -> dict:
-    "Train and evaluate `cfg`, writing checkpoints and finally `result.json` into `out_dir`; returns the result."
-    from lolip_nb.train import train, load_data, _use_graphs
+def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
+                         save_model=False):
+    "`run_experiment` as a generator that yields after every training step; its return value is the result."
+    from lolip_nb.train import train_steps, load_data, _use_graphs
     from lolip_nb.evaluate import evaluate
     from lolip_nb.data import dataset_source
     out_dir = Path(out_dir)
@@ -90,7 +90,7 @@ def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: st
     dev = get_device(device)
     t0 = time.perf_counter()
     data = load_data(cfg)
-    model, history = train(cfg, out_dir=out_dir, device=dev, progress=progress, data=data)
+    model, history = yield from train_steps(cfg, out_dir=out_dir, device=dev, progress=progress, data=data)
     t1 = time.perf_counter()
     seed_all(cfg.seed)  # evaluation's random starts do not depend on how training consumed the generator (or on a resume)
     metrics = evaluate(model, data[0], data[1], eps=cfg.eps, norm=cfg.norm, attack=cfg.attack, device=dev, progress=progress)
@@ -100,8 +100,14 @@ def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: st
                                                 epoch_s=[h.get('seconds') for h in history]),
                   dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command),
                   execution=dict(device=dev.type, cuda_graphs=_use_graphs(None, dev),
-                                 tf32=dev.type == 'cuda' and torch.backends.cudnn.allow_tf32))
+                                 tf32=dev.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32))
     atomic_write_json(out_dir / RESULT_FILE, result)
     if save_model: atomic_torch_save(model.state_dict(), out_dir / 'model.pt')
     (out_dir / 'checkpoint.pt').unlink(missing_ok=True)  # the run is complete: its checkpoint is no longer needed
     return result
+
+def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
+                   save_model=False) -> dict:
+    "Train and evaluate `cfg`, writing checkpoints and finally `result.json` into `out_dir`; returns the result."
+    from lolip_nb.train import run_steps
+    return run_steps(run_experiment_steps(cfg, out_dir, device, progress, command, force, save_model))

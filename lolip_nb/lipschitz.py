@@ -9,7 +9,7 @@ import itertools
 import torch
 from torch import nn, Tensor
 
-from .core import check, CUDA_RNG
+from .core import check
 from .perturb import ascend, norm_of
 from .attacks import _auto_batch_size, _batches, _eval_mode, _model_device
 
@@ -41,7 +41,7 @@ def local_lipschitz(model: nn.Module, x: Tensor, eps: float, norm='inf', steps: 
             xb = x[i:i + bs].to(dev)
             with torch.no_grad(): fx = model(xb)
             objective = _ratio(model, xb, fx, norm)
-            with CUDA_RNG.shared(): xa = ascend(xb, objective, eps, norm, steps, alpha, 'normal', noise, restarts)
+            xa = ascend(xb, objective, eps, norm, steps, alpha, 'normal', noise, restarts)
             with torch.no_grad(): vals.append(objective(xa).to(x.device))
     vals = torch.cat(vals)
     return vals.mean().item(), vals

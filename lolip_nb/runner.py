@@ -5,7 +5,7 @@
 # %% ../nbs/12_runner.ipynb #6dcf82ec
 from __future__ import annotations
 import json, os, subprocess, sys, time, traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ from .experiment import experiment_config, run_dir, read_result, job_lock, RESUL
 # %% auto #0
 __all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'SEVEN_METHODS', 'DATASETS_ALL', 'QUICK', 'PRESET_NAMES',
            'NOTEBOOKS', 'EXECUTED', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir', 'Outcome', 'run_job',
-           'run_inline', 'run_grid', 'summary']
+           'run_interleaved', 'run_grid', 'summary']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
@@ -205,49 +205,69 @@ def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=Fa
         return Outcome(job, folder, 'failed', secs, err)
 
 # %% ../nbs/12_runner.ipynb #0521d456
-@contextmanager
-def _job_stream(device):
-    "Make a new CUDA stream current for the block when `device` is a GPU (nothing on a CPU)."
-    import torch
-    from lolip_nb.core import get_device
-    dev = get_device(device)
-    if dev.type != 'cuda': yield; return
-    with torch.cuda.device(dev), torch.cuda.stream(torch.cuda.Stream(dev)): yield
+class _Running:
+    "One job of `run_interleaved` in flight: its step generator, its CUDA stream, its folder lock and start time."
+    def __init__(self, job: Job, folder: Path, gen, stream, lock: ExitStack):
+        self.job, self.folder, self.gen, self.stream, self.lock, self.t0 = job, folder, gen, stream, lock, time.perf_counter()
 
-@contextmanager
-def _cpu_threads(threads: int, device):
-    "On a CPU, let each job's operations use `threads` cores (the cores divided among the jobs) inside the block."
-    import torch
-    from lolip_nb.core import get_device
-    if get_device(device).type == 'cuda': yield; return
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try: yield
-    finally: torch.set_num_threads(old)
+def _fail(job: Job, folder: Path, t0: float, e: Exception, log) -> Outcome:
+    "Record a job's exception in its run.log and as a failed outcome."
+    with open(folder / 'run.log', 'a') as logf: logf.write(''.join(traceback.format_exception(e)))
+    err = f"{type(e).__name__}: {((str(e).strip().splitlines()) or [''])[0][:300]}"
+    log(f'[FAIL ] {folder.name}: {err}')
+    return Outcome(job, folder, 'failed', time.perf_counter() - t0, err)
 
-def run_inline(job: Job, folder: Path, device='auto', force=False, log=print, command: str | None = None,
-               share: int = 1) -> Outcome:
-    "Execute one job in this process, on its own CUDA stream and a 1/`share` share of free GPU memory (`execute='streams'`)."
-    from lolip_nb.attacks import memory_share
+def _begin(job: Job, folder: Path, dev, force: bool, log, command) -> Outcome | _Running:
+    "Take a job's lock and create its step generator, or say why it does not run (skipped, busy; a separation runs here and now)."
+    import torch
+    from lolip_nb.experiment import run_experiment_steps
     if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
-    with job_lock(folder) as mine:
-        if not mine: return Outcome(job, folder, 'busy')
-        if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
-        log(f'[start] {folder.name}')
-        t0 = time.perf_counter()
-        try:
-            with _job_stream(device), memory_share(share):
-                _execute(job.kind, {**job.params, 'out_dir': str(folder), 'device': device},
-                         command or f'lolip grid ({job.kind})', force)
-        except Exception as e:
-            secs, first = time.perf_counter() - t0, (str(e).strip().splitlines() or [''])[0]
-            with open(folder / 'run.log', 'a') as logf: logf.write(traceback.format_exc())
-            err = f'{type(e).__name__}: {first[:300]}'
-            log(f'[FAIL ] {folder.name}: {err}')
-            return Outcome(job, folder, 'failed', secs, err)
-        secs = time.perf_counter() - t0
-        log(f'[done ] {folder.name} in {secs:.0f} s')
-        return Outcome(job, folder, 'ran', secs)
+    lock = ExitStack()
+    if not lock.enter_context(job_lock(folder)): lock.close(); return Outcome(job, folder, 'busy')
+    if not force and _done(job, folder): lock.close(); return Outcome(job, folder, 'skipped')
+    log(f'[start] {folder.name}')
+    cmd, t0 = command or f'lolip grid ({job.kind})', time.perf_counter()
+    if job.kind != 'experiment01':
+        with lock:
+            try: _execute(job.kind, {**job.params, 'out_dir': str(folder), 'device': str(dev)}, cmd, force)
+            except Exception as e: return _fail(job, folder, t0, e, log)
+        log(f'[done ] {folder.name} in {time.perf_counter() - t0:.0f} s')
+        return Outcome(job, folder, 'ran', time.perf_counter() - t0)
+    gen = run_experiment_steps(experiment_config(**job.params), folder, device=dev, progress=False, command=cmd, force=force)
+    return _Running(job, folder, gen, torch.cuda.Stream(dev) if dev.type == 'cuda' else None, lock)
+
+def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='auto', force=False, log=print,
+                    command: str | None = None) -> list[Outcome]:
+    "Run experiments `jobs` at a time in this thread, one training step of each in turn, each on its own CUDA stream."
+    import torch
+    from lolip_nb.core import get_device
+    from lolip_nb.attacks import memory_share
+    dev = get_device(device)
+    outcomes, queue, active = [None] * len(todo), list(range(len(todo))), {}
+    def finish(i: int, outcome: Outcome):
+        outcomes[i] = outcome
+        run = active.pop(i); run.lock.close()
+        if dev.type == 'cuda': torch.cuda.empty_cache()  # its stream's cached blocks would serve no other stream
+    try:
+        with memory_share(min(jobs, len(todo))):
+            while queue or active:
+                while queue and len(active) < jobs:
+                    i = queue.pop(0)
+                    got = _begin(todo[i], folders[i], dev, force, log, command)
+                    if isinstance(got, Outcome): outcomes[i] = got
+                    else: active[i] = got
+                for i, run in list(active.items()):
+                    try:
+                        with (torch.cuda.stream(run.stream) if run.stream is not None else nullcontext()): next(run.gen)
+                    except StopIteration:
+                        secs = time.perf_counter() - run.t0
+                        log(f'[done ] {run.folder.name} in {secs:.0f} s')
+                        finish(i, Outcome(run.job, run.folder, 'ran', secs))
+                    except Exception as e:
+                        finish(i, _fail(run.job, run.folder, run.t0, e, log))
+    finally:
+        for run in active.values(): run.gen.close(); run.lock.close()  # interrupted: checkpoints stay, locks go
+    return outcomes
 
 # %% ../nbs/12_runner.ipynb #4e472186
 def _prepare(preset, root, jobs, execute, epochs):
@@ -271,10 +291,7 @@ def run_grid(preset: str, root='results', jobs: int = 1, execute: str = 'auto', 
     if backend == 'ray': return _run_ray(name, todo, folders, execute, device, force, address, log, command)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f'grid {name}: {len(todo)} jobs, {jobs} at a time, {execute}, results in {Path(root) / name}')
-    if execute == 'streams':
-        run = lambda jf: run_inline(jf[0], jf[1], device, force, log, command, share=min(jobs, len(todo)))
-        with _cpu_threads(threads, device):
-            with ThreadPoolExecutor(max_workers=jobs) as pool: return list(pool.map(run, zip(todo, folders)))
+    if execute == 'streams': return run_interleaved(todo, folders, jobs, device, force, log, command)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda jf: run_job(jf[0], jf[1], execute, device, force, threads, log, command), zip(todo, folders)))
 

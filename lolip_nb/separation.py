@@ -197,7 +197,7 @@ def nearest_other(xq, yq, xr, yr, norm='inf', exclude_self=False, device=None, m
                 d = _linf_tile(fq[:, qt].contiguous().to(dev), fr_g, Vq[qt].to(dev), vr, excl,
                                1.0 if exact else 255.0, 0 if exact else 2, cols.to(dev))
             else:
-                d = _l2_tile(Vq[qt].to(dev), vr, nq_all[qt].to(dev), nr_g, excl).sqrt()
+                d = _l2_tile(Vq[qt].to(dev), vr, nq_all[qt].to(dev), nr_g, excl).cpu().sqrt()  # exact integers; one sqrt for all devices
             out[qt] = d.cpu()
     return out / 255 if exact else out
 

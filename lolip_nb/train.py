@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
-from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda, CUDA_RNG
+from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda
 from .config import Config, AUGS, config_hash
 from .data import DATASETS, load_dataset
 from .defenses import LOSSES
 from .models import build_model
 
 # %% auto #0
-__all__ = ['load_data', 'train']
+__all__ = ['load_data', 'train_steps', 'run_steps', 'train']
 
 # %% ../nbs/10_train.ipynb #bdd0b538
 def load_data(cfg: Config) -> tuple:
@@ -140,16 +140,15 @@ def _on_stream(stream, fn, *args):
 def _capture(step, xb: Tensor, yb: Tensor, stream):
     "Record `step` on static copies of a batch as a CUDA graph; returns `replay(xb, yb)`, which copies a batch in and replays."
     sx, sy, graph = xb.clone(), yb.clone(), torch.cuda.CUDAGraph()
-    with CUDA_RNG.exclusive():  # no other thread may draw from the CUDA generator while it is in capture mode
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.graph(graph, stream=stream, capture_error_mode='thread_local'): step(sx, sy)
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.graph(graph, stream=stream, capture_error_mode='thread_local'): step(sx, sy)
     def replay(xb: Tensor, yb: Tensor):
         sx.copy_(xb); sy.copy_(yb); graph.replay()
     return replay
 
 def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir,
            graphs: bool = False):
-    "Train one epoch; returns (summed per-example loss, number correct) as device tensors."
+    "Train one epoch, yielding after every step; returns (summed per-example loss, number correct) as device tensors."
     n, bs, dev = len(x), cfg.batch_size, x.device
     perm = torch.randperm(n, generator=gens['shuffle']).to(dev)
     steps, full = math.ceil(n / bs), n // bs
@@ -163,12 +162,12 @@ def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict,
         idx = perm[i * bs:(i + 1) * bs]
         xb, yb = x[idx], y[idx]
         if cfg.aug: xb = _augment(xb, AUGS[cfg.aug], gens['augment'])
-        if graphs and i == _WARMUP: replay = _capture(step, xb, yb, side)
-        with CUDA_RNG.shared():
-            if not graphs or i >= full: step(xb, yb)
-            elif i < _WARMUP: _on_stream(side, step, xb, yb)
-            else: replay(xb, yb)
-        if (i + 1) % _SYNC_EVERY == 0 or i + 1 == steps:
+        if not graphs or i >= full: step(xb, yb)
+        elif i < _WARMUP: _on_stream(side, step, xb, yb)
+        else:
+            if replay is None: replay = _capture(step, xb, yb, side)
+            replay(xb, yb)
+        if i + 1 == steps or (progress and (i + 1) % _SYNC_EVERY == 0):  # reading from the GPU waits for it
             if (b := int(acc['bad'])) >= 0:
                 bar.close()
                 kept = f"the checkpoint of epoch {epoch - 1} in {out_dir} is kept" if out_dir and epoch > 1 else "nothing was saved"
@@ -176,13 +175,13 @@ def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict,
                                  f"lower the learning rate (lr={cfg.lr:g}) or check the data; {kept}")
             seen = min((i + 1) * bs, n)
             bar.set_postfix(loss=f"{acc['loss'].item() / seen:.4f}", acc=f"{acc['correct'].item() / seen:.3f}", refresh=False)
+        yield
     bar.close()
     return acc['loss'], acc['correct']
 
 # %% ../nbs/10_train.ipynb #4786df7e
-def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None,
-          graphs: bool | None = None) -> tuple[nn.Module, list[dict]]:
-    "Train `cfg`'s model with its method; checkpoint to `out_dir` each epoch and resume from it. Returns (model, history)."
+def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None, graphs: bool | None = None):
+    "`train` as a generator that yields after every training step (to interleave runs); its return value is (model, history)."
     dev = get_device(device)
     data = load_data(cfg) if data is None else data
     x, y = data if isinstance(data[0], Tensor) else data[0]
@@ -208,7 +207,7 @@ def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=No
         history, start = list(ck['history']), ck['epoch']
     for epoch in range(start + 1, cfg.epochs + 1):
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
-        loss_sum, correct = _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir, graphs)
+        loss_sum, correct = yield from _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir, graphs)
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
                             seconds=time.perf_counter() - t0))
         sched.step()
@@ -217,3 +216,14 @@ def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=No
                              rng=_rng_state(gens), epoch=epoch, history=history, config_hash=config_hash(cfg),
                              config=cfg.to_dict())
     return model.eval(), history
+
+def run_steps(gen):
+    "Drive a step generator (`train_steps`, `run_experiment_steps`) to its end and return its value."
+    while True:
+        try: next(gen)
+        except StopIteration as stop: return stop.value
+
+def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None,
+          graphs: bool | None = None) -> tuple[nn.Module, list[dict]]:
+    "Train `cfg`'s model with its method; checkpoint to `out_dir` each epoch and resume from it. Returns (model, history)."
+    return run_steps(train_steps(cfg, out_dir, device, progress, data, graphs))
