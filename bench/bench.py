@@ -244,7 +244,7 @@ def evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save):
 
 
 def streams_section(a, dev, out, save):
-    root = Path(a.streams_root or tempfile.mkdtemp(prefix='lolip-streams-'))
+    root = Path(a.streams_root or tempfile.mkdtemp(prefix='lolip-streams-')); root.mkdir(parents=True, exist_ok=True)
     grid, n = a.streams_grid, a.streams_n_train
     if n: grid = subset_grid(grid, n, a.streams_n_test, root / 'grid.json')
     scale = 60000 / n if n else 1.0
