@@ -29,6 +29,7 @@ from lolip_nb.attacks import pgd, attack_dataset, _auto_batch_size
 from lolip_nb.evaluate import accuracy
 from lolip_nb.lipschitz import local_lipschitz
 from lolip_nb.runner import TEN_METHODS, QUICK, grid_jobs
+from lolip_nb.tables import grid_epoch_estimate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -251,21 +252,14 @@ def streams_section(a, dev, out, save):
     out['streams'] = []
     for jobs in ([1] if a.streams_compare else []) + [a.streams_jobs]:
         s = streams_grid(dev, a.streams_epochs, jobs, root / f'jobs{jobs}', grid)
-        train = [r['train_s'] for r in s['runs'] if r['train_s']]
-        last = [r['epoch_s'][-1] for r in s['runs'] if r['epoch_s']]
         s.update(n_train=n, scale_to_60000=scale)
-        if last and len(last) == len(s['runs']):  # steady state: interleaved jobs finish an epoch together; one by one, epochs add up
-            s['grid_epoch_s_at_60000'] = (max(last) if jobs > 1 else sum(last)) * scale
-            s['fashion_160_epochs_steady_min'] = s['grid_epoch_s_at_60000'] * 160 / 60
-        if len(train) == len(s['runs']):  # training wall time of the grid: the longest job if together, the sum if one by one
-            s['grid_train_s'] = max(train) if jobs > 1 else sum(train)
-            # per epoch (data loading and the first epoch's tuning included), at 60,000 images, times the preset's 160
-            s['fashion_160_epochs_estimate_min'] = s['grid_train_s'] * scale / a.streams_epochs * 160 / 60
+        if (g := grid_epoch_estimate(s)) is not None:  # the rule is explained in lolip_nb.tables
+            s.update(grid_epoch_s_at_60000=g, fashion_160_epochs_estimate_min=160 * g / 60)
         out['streams'].append(s)
         print(f"  streams: {a.streams_grid} ({n or 'the grid its own'} training images), {a.streams_epochs} epochs, {jobs} at a time: "
-              f"{s['wall_s']:.1f} s wall" + (f", training {s['grid_train_s']:.1f} s -> the fashion preset (160 epochs, "
-              f"60,000 images) ~ {s['fashion_160_epochs_estimate_min']:.1f} min of training, "
-              f"{s['fashion_160_epochs_steady_min']:.1f} min at the last epoch's pace" if 'grid_train_s' in s else ''), flush=True)
+              f"{s['wall_s']:.1f} s wall" + (f"; one epoch of the grid on 60,000 images ~ {s['grid_epoch_s_at_60000']:.1f} s, "
+              f"160 epochs ~ {s['fashion_160_epochs_estimate_min']:.0f} min of training" if 'grid_epoch_s_at_60000' in s else ''),
+              flush=True)
         for r in s['runs']:
             print(f"    {r['method']:12s} {r['status']:6s} epochs {r['epoch_s']} evaluate {r['evaluate_s']}"
                   + (f" ERROR {r['error']}" if r['error'] else ''))

@@ -4,6 +4,7 @@
 
 # %% ../nbs/13_tables.ipynb #95bd707b
 from __future__ import annotations
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from .experiment import iter_results
 
 # %% auto #0
 __all__ = ['METHOD_ORDER', 'METRICS', 'COLUMNS', 'method_name', 'results_frame', 'paper_results', 'paper_layout', 'format_table',
-           'plot_history', 'plot_lipschitz_vs_robustness', 'table_main']
+           'plot_history', 'plot_lipschitz_vs_robustness', 'table_main', 'grid_epoch_estimate', 'benchmark_frames']
 
 # %% ../nbs/13_tables.ipynb #308da600
 from .defenses import METHOD_NAMES
@@ -119,3 +120,47 @@ def table_main(preset: str, root='results', out: str | None = None, fmt: str = '
         for f, ext in (('markdown', 'md'), ('html', 'html'), ('latex', 'tex')):
             atomic_write_text(f'{out}.{ext}', format_table(table, f) + ('\n\n' + note + '\n' if f == 'markdown' else '\n'))
     return format_table(table, fmt) + '\n\n' + note
+
+# %% ../nbs/13_tables.ipynb #e37b4c3c
+def grid_epoch_estimate(run: dict) -> float | None:
+    "Seconds for one epoch of a whole grid on 60,000 images, from one streams run of `bench.py` (None if a job failed)."
+    last = [r['epoch_s'][-1] for r in run['runs'] if r.get('epoch_s')]
+    if not last or len(last) < len(run['runs']): return None
+    per = min(last) if run['jobs'] > 1 else sum(last)  # together: the first to finish an epoch ran beside all others
+    return per * 60000 / (run.get('n_train') or 60000)
+
+def _bench_runs(folder):
+    for f in sorted(Path(folder).glob('*.json')):
+        try: yield f, json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise LolipError(f"{f} is not a readable benchmark result ({e}): delete it or run bench/bench.py again") from None
+
+def benchmark_frames(folder='bench/results', reference: str | None = 'bench/reference/original-h100.json') -> dict:
+    "Tables of the stored benchmark runs: 'training', 'evaluation', 'streams' and 'quick' (empty frames when none)."
+    train, evals, streams, quick = [], [], [], []
+    if reference and Path(reference).is_file():
+        ref = json.loads(Path(reference).read_text())
+        for loss, s in ref['seconds_per_epoch'].items():
+            train.append(dict(device=ref['device'], source='the original system (measured outside this project)',
+                              method=method_name(loss), plain=s))
+        e = ref['evaluation_seconds_10000']
+        evals.append(dict(device=ref['device'], source='the original system (measured outside this project)',
+                          plain_pgd=e['pgd10'], plain_lip=e['lipschitz']))
+    for f, d in _bench_runs(folder):
+        p = d.get('provenance', {})
+        src = dict(device=d.get('device'), source=f"lolip_nb {p.get('commit', '')[:7]}, {p.get('date', '')[:10]} ({f.name})")
+        for r in d.get('train', []):
+            train.append(dict(**src, method=method_name(r['method']), plain=r['plain_s_per_epoch'],
+                              eager=r.get('ours_eager_s_per_epoch'), ours=r['ours_s_per_epoch'], speedup=r['speedup']))
+        if (e := d.get('evaluation')):
+            evals.append(dict(**src, plain_pgd=e['plain_pgd_s'], ours_pgd=e['ours_pgd_s'], plain_lip=e['plain_lip_s'],
+                              ours_lip=e['ours_lip_s'], batch=e.get('batch_size')))
+        for s in d.get('streams', []) if isinstance(d.get('streams'), list) else []:
+            g = grid_epoch_estimate(s)
+            streams.append(dict(**src, jobs=s['jobs'], n_train=s.get('n_train'), epochs=s['epochs'],
+                                failed=sum(r['status'] != 'ran' for r in s['runs']), grid_epoch_s=g,
+                                fashion_minutes=None if g is None else 160 * g / 60))
+        if (q := d.get('quick_preset')) and 'ours_s' in q:
+            quick.append(dict(**src, plain_s=q['plain_s'], ours_s=q['ours_s'], speedup=q['speedup']))
+    return dict(training=pd.DataFrame(train), evaluation=pd.DataFrame(evals), streams=pd.DataFrame(streams),
+                quick=pd.DataFrame(quick))
