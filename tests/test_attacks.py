@@ -157,3 +157,17 @@ def test_fashion_mnist_evaluate(fashion_mlp):
     assert r['adv_train_acc'] <= r['train_acc'] and r['adv_test_acc'] <= r['test_acc']
     assert r['test_acc'] > 0.7 and r['test_lip'] > 0 and r['train_lip'] > 0
     assert all(isinstance(v, float) for v in r.values())
+
+
+def test_fast_evaluation_gives_the_plain_paths_numbers():
+    "Batch-16 evaluation (the original's) and the automatic batch give the same successes and Lipschitz values on a CPU."
+    from lolip_nb.core import seed_all
+    x, y = _fashion('test', 256)
+    seed_all(0)
+    model = build_model('CNN001').eval()
+    runs = {}
+    for bs in (16, None):
+        seed_all(1); _, broken = attack_dataset(model, x, y, 0.1, batch_size=bs, progress=False)
+        seed_all(1); _, lip = local_lipschitz(model, x, 0.1, batch_size=bs)
+        runs[bs] = broken, lip
+    assert torch.equal(runs[16][0], runs[None][0]) and torch.equal(runs[16][1], runs[None][1])

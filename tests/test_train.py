@@ -110,3 +110,29 @@ def test_every_loss_trains_a_step(data):
         loss.backward()
         assert math.isfinite(loss.item()), name
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters()), name
+
+
+@pytest.mark.parametrize('name', ['strades6ce-tor-CNN001-adam-lrem3', 'sllrce-tor-CNN001', 'advce-tor-CNN001'])
+def test_fast_path_gives_the_plain_paths_weights(data, name):
+    "On a CPU, `train` (data on the device, no per-step host read, the deferred NaN check) equals a plain loop step for step."
+    cfg = parse_model_name(name, 'fashion_mnist', epochs=2, milestones=(1,), n_train=96, batch_size=32)
+    fast, hist = T.train(cfg, device='cpu', progress=False, data=data, graphs=True)  # graphs: CUDA only, ignored here
+    x, y = data
+    T.seed_all(cfg.seed)
+    plain = build_model(cfg.arch, 1, 10, 28)
+    opt = T._optimizer(cfg, plain.parameters())
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    loss_fn, params, reduction = LOSSES[cfg.loss]
+    losses = []
+    for _ in range(cfg.epochs):
+        perm, total = torch.randperm(len(x), generator=shuffle), 0.0
+        for i in range(0, len(x), cfg.batch_size):
+            xb, yb = x[perm[i:i + cfg.batch_size]], y[perm[i:i + cfg.batch_size]]
+            plain.train()
+            loss = loss_fn(plain, xb, yb, cfg.eps, cfg.norm, reduction, **params)
+            opt.zero_grad(); loss.backward(); opt.step()
+            total += loss.item()                      # the plain path reads the loss back every step
+        losses.append(total / len(x)); sched.step()
+    assert _same(fast, plain)
+    assert [h['loss'] for h in hist] == pytest.approx(losses, rel=1e-6)
