@@ -15,7 +15,7 @@ from torch.profiler import profile
 from lolip_nb.config import parse_model_name
 from lolip_nb.models import build_model
 from lolip_nb.runner import TEN_METHODS
-from lolip_nb.train import _make_step, _optimizer
+from lolip_nb.train import _make_step, _metrics, _optimizer
 
 NOT_KERNELS = {'aten::empty', 'aten::view', 'aten::as_strided', 'aten::empty_strided', 'aten::detach', 'aten::t',
                'aten::transpose', 'aten::reshape', 'aten::_reshape_alias', 'aten::expand', 'aten::unsqueeze',
@@ -31,9 +31,7 @@ def count(loss: str) -> collections.Counter:
     cfg = parse_model_name(f'{loss}-tor-CNN001', 'fashion_mnist')
     model = build_model('CNN001')
     opt = _optimizer(cfg, model.parameters())
-    acc = dict(loss=torch.zeros(()), correct=torch.zeros((), dtype=torch.long), step=torch.zeros((), dtype=torch.long),
-               bad=torch.full((), -1))
-    step = _make_step(cfg, model, opt, acc)
+    step = _make_step(cfg, model, opt, _metrics('cpu'))
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
     step(x, y)
     with profile() as prof: step(x, y)

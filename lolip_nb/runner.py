@@ -178,13 +178,19 @@ def _die_with_parent():
     except (OSError, AttributeError): pass  # not Linux: children may outlive a killed runner
 
 # %% ../nbs/12_runner.ipynb #b005aa87
+def _claim(job: Job, folder: Path, force: bool) -> Outcome | ExitStack:
+    "The job's folder lock, held (close it when done), or the outcome that says why the job does not run."
+    if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
+    lock = ExitStack()
+    if not lock.enter_context(job_lock(folder)): lock.close(); return Outcome(job, folder, 'busy')
+    if not force and _done(job, folder): lock.close(); return Outcome(job, folder, 'skipped')  # finished while we waited
+    return lock
+
 def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=False, threads: int | None = None, log=print,
             command: str | None = None) -> Outcome:
     "Execute one job in a child process unless it is finished (or `force`) or another runner holds its lock."
-    if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
-    with job_lock(folder) as mine:
-        if not mine: return Outcome(job, folder, 'busy')
-        if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
+    if isinstance(lock := _claim(job, folder, force), Outcome): return lock
+    with lock:
         env = dict(os.environ, PYTHONUNBUFFERED='1')
         if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), LOLIP_THREADS=str(threads))
         if command: env['LOLIP_COMMAND'] = command  # the grid's own command line goes into each result's provenance
@@ -221,10 +227,7 @@ def _begin(job: Job, folder: Path, dev, force: bool, log, command) -> Outcome | 
     "Take a job's lock and create its step generator, or say why it does not run (skipped, busy; a separation runs here and now)."
     import torch
     from lolip_nb.experiment import run_experiment_steps
-    if not force and _done(job, folder): return Outcome(job, folder, 'skipped')
-    lock = ExitStack()
-    if not lock.enter_context(job_lock(folder)): lock.close(); return Outcome(job, folder, 'busy')
-    if not force and _done(job, folder): lock.close(); return Outcome(job, folder, 'skipped')
+    if isinstance(lock := _claim(job, folder, force), Outcome): return lock
     log(f'[start] {folder.name}')
     cmd, t0 = command or f'lolip grid ({job.kind})', time.perf_counter()
     if job.kind != 'experiment01':

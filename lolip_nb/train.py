@@ -113,6 +113,11 @@ def _use_graphs(graphs, device) -> bool:
     if graphs is None: graphs = os.environ.get('LOLIP_GRAPHS', '1') != '0'
     return bool(graphs) and torch.device(device).type == 'cuda'
 
+def _metrics(dev) -> dict:
+    "An epoch's running metrics on the device: summed loss, number correct, steps taken, first non-finite step (-1: none)."
+    return dict(loss=torch.zeros((), device=dev), correct=torch.zeros((), device=dev, dtype=torch.long),
+                step=torch.zeros((), device=dev, dtype=torch.long), bad=torch.full((), -1, device=dev, dtype=torch.long))
+
 def _make_step(cfg: Config, model: nn.Module, opt, acc: dict):
     "One step on a batch: clean accuracy before the update, the method's loss, backward, optimizer step; metrics go into `acc` in place."
     loss_fn, params, reduction = LOSSES[cfg.loss]
@@ -152,8 +157,7 @@ def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict,
     n, bs, dev = len(x), cfg.batch_size, x.device
     perm = torch.randperm(n, generator=gens['shuffle']).to(dev)
     steps, full = math.ceil(n / bs), n // bs
-    acc = dict(loss=torch.zeros((), device=dev), correct=torch.zeros((), device=dev, dtype=torch.long),
-               step=torch.zeros((), device=dev, dtype=torch.long), bad=torch.full((), -1, device=dev, dtype=torch.long))
+    acc = _metrics(dev)
     step = _make_step(cfg, model, opt, acc)
     graphs = graphs and full > _WARMUP  # steps [0, _WARMUP) eager, [_WARMUP, full) replayed, a last partial batch eager
     side, replay = (torch.cuda.Stream(dev) if graphs else None), None
