@@ -48,10 +48,18 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', steps: i
         best = cand if best is None else _keep_better(best, cand)
     return best[0]
 
-# %% ../nbs/05_attacks.ipynb #0dc671d0
-def multi_targeted(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', steps: int = 20,
-                   step_size: float | None = None) -> Tensor:
+# %% ../nbs/05_attacks.ipynb #7e8986dd
+def multi_targeted(model: nn.Module,                 # classifier returning logits
+                   x: Tensor,                        # inputs (N, ...) in [0, 1]
+                   y: Tensor,                        # true labels (N,)
+                   eps: float,                       # radius of the ball
+                   norm='inf',                       # 'inf' or '2'
+                   steps: int = 20,                  # steps of each targeted PGD
+                   step_size: float | None = None,   # None means 2 * eps / steps
+                   select: str = 'success',          # 'success' (a target that breaks x first) or 'original'
+                  ) -> Tensor:
     "Targeted PGD toward every class; per input keep the target (not y) with the largest gain in its probability."
+    check(select in ('success', 'original'), f"unknown select {select!r}: use 'success' or 'original'")
     with torch.no_grad(): p0 = F.softmax(model(x), 1)
     best = None
     for t in range(p0.shape[1]):
@@ -59,8 +67,10 @@ def multi_targeted(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf
         x_adv = pgd(model, x, y, eps, norm, steps, step_size, target=target)
         with torch.no_grad():
             z = model(x_adv)
-            gain = (F.softmax(z, 1)[:, t] - p0[:, t]).masked_fill(y == t, -math.inf)
-            cand = (x_adv, _broken(z, y, None) & (y != t), gain)
+            pt = F.softmax(z, 1)[:, t]
+            gain = (pt - p0[:, t] if select == 'success' else pt).masked_fill(y == t, -math.inf)
+            broke = _broken(z, y, None) & (y != t) if select == 'success' else torch.zeros_like(y, dtype=torch.bool)
+            cand = (x_adv, broke, gain)
         best = cand if best is None else _keep_better(best, cand)
     return best[0]
 
@@ -114,8 +124,18 @@ def _batches(n: int, batch_size: int, progress: bool, desc: str):
 # %% ../nbs/05_attacks.ipynb #17a1ffa0
 _ATTACKS = {'pgd': pgd, 'multi_targeted': multi_targeted}
 
-def attack_dataset(model: nn.Module, x: Tensor, y: Tensor, eps: float, attack: str = 'pgd', norm='inf',
-                   batch_size: int | None = None, device=None, progress: bool = True, **kw) -> tuple[Tensor, Tensor]:
+def attack_dataset(model: nn.Module,                 # classifier returning logits
+                   x: Tensor,                        # inputs (N, ...) in [0, 1], on any device
+                   y: Tensor,                        # true labels (N,)
+                   eps: float,                       # radius of the ball
+                   attack: str = 'pgd',              # 'pgd' or 'multi_targeted'
+                   norm='inf',                       # 'inf' or '2'
+                   batch_size: int | None = None,    # None: 64 on CPU, from free memory on CUDA
+                   device=None,                      # where to compute; None: the model's device
+                   progress: bool = True,            # show a progress bar
+                   clean_mistakes: bool = True,      # count a point misclassified at x itself as broken
+                   desc: str | None = None,          # the progress bar's label (default: the attack's name)
+                   **kw) -> tuple[Tensor, Tensor]:
     "Attack all of (x, y) in batches in eval mode; returns (x_adv, success) on the inputs' device."
     check(attack in _ATTACKS, f"unknown attack {attack!r}: use one of {', '.join(_ATTACKS)}")
     check(len(x) == len(y), f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -124,13 +144,13 @@ def attack_dataset(model: nn.Module, x: Tensor, y: Tensor, eps: float, attack: s
     advs, wins = [], []
     with _eval_mode(model):
         bs = batch_size or _auto_batch_size(model, x, dev)
-        for i in _batches(len(x), bs, progress, attack):
+        for i in _batches(len(x), bs, progress, desc or attack):
             xb, yb = x[i:i + bs].to(dev), y[i:i + bs].to(dev)
             tb = None if target is None else target[i:i + bs].to(dev)
             xa = fn(model, xb, yb, eps, norm, **kw) if tb is None else fn(model, xb, yb, eps, norm, target=tb, **kw)
             with torch.no_grad():
                 win = _broken(model(xa), yb, tb)
-                if tb is None:  # x itself is in the ball: a clean mistake is a success
+                if tb is None and clean_mistakes:  # x itself is in the ball: a clean mistake is a success
                     clean_wrong = model(xb).argmax(1) != yb
                     xa = torch.where((clean_wrong & ~win).view(-1, *[1] * (xa.dim() - 1)), xb, xa)
                     win = win | clean_wrong

@@ -10,28 +10,82 @@ from torch import nn, Tensor
 from .core import check, configure_cuda
 from .perturb import norm_of
 from .attacks import attack_dataset, _ATTACKS, _auto_batch_size, _batches, _eval_mode, _model_device
-from .lipschitz import local_lipschitz
+from .autoattack import AA_VERSIONS, autoattack as _autoattack  # `autoattack` is evaluate's argument
+from .lipschitz import local_lipschitz, local_lipschitz_original, strong_search
 
 # %% auto #0
-__all__ = ['accuracy', 'evaluate']
+__all__ = ['predict', 'accuracy', 'evaluation_protocol', 'evaluate']
 
-# %% ../nbs/07_evaluate.ipynb #55024177
+# %% ../nbs/07_evaluate.ipynb #ec7ba1be
+def predict(model: nn.Module,                 # classifier returning logits
+            x: Tensor,                        # inputs (N, ...)
+            batch_size: int | None = None,    # None: from the device (large: no backward pass)
+            device=None,                      # where to compute; None: the model's device
+           ) -> Tensor:
+    "The predicted class of every input, in eval mode, on the inputs' device."
+    dev = _model_device(model, device)
+    bs = batch_size or 4 * _auto_batch_size(model, x, dev)  # no backward pass: bigger batches fit
+    with _eval_mode(model), torch.no_grad():
+        return torch.cat([model(x[i:i + bs].to(dev)).argmax(1).to(x.device) for i in _batches(len(x), bs, False, 'predict')])
+
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None = None, device=None) -> float:
     "Fraction of (x, y) that `model` classifies correctly, in eval mode."
     check(len(x) == len(y) and len(x) > 0, f"need as many labels as inputs (and at least one), got {len(x)} and {len(y)}")
-    dev = _model_device(model, device)
-    bs = batch_size or 4 * _auto_batch_size(model, x, dev)  # no backward pass: bigger batches fit
-    correct = torch.zeros((), dtype=torch.long, device=dev)
-    with _eval_mode(model), torch.no_grad():
-        for i in _batches(len(x), bs, False, 'accuracy'):
-            correct += (model(x[i:i + bs].to(dev)).argmax(1) == y[i:i + bs].to(dev)).sum()
-    return correct.item() / len(x)
+    return (predict(model, x, batch_size, device) == y.to(x.device)).double().mean().item()
 
-# %% ../nbs/07_evaluate.ipynb #8463266a
-def evaluate(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], eps: float, norm='inf',
-             attack: str = 'pgd', batch_size: int | None = None, device=None, progress: bool = False) -> dict:
-    "Clean and adversarial accuracy and local Lipschitz constant on train and test, and the train - test gaps."
-    check(attack in _ATTACKS, f"unknown attack {attack!r}: use one of {', '.join(_ATTACKS)}")
+# %% ../nbs/07_evaluate.ipynb #0b5dc0e1
+def evaluation_protocol(eps: float, norm='inf', attack: str = 'pgd', autoattack: str | None = 'standard',
+                        n_strong: int | None = None, n_test: int | None = None) -> dict:
+    "The settings `evaluate` uses, as JSON-ready data: attacks, Lipschitz searches and the points each runs on."
+    norm = norm_of(norm)
+    strong = strong_search(eps)
+    on = 'all test points' if n_strong is None else f'the first {n_strong} test points'
+    if n_strong is not None and n_test is not None and n_strong >= n_test: on = 'all test points'
+    return dict(
+        attack=dict(name=attack, **({'steps': 10, 'step_size': 2 * eps / 10, 'start': 'uniform', 'restarts': 1} if attack == 'pgd' else
+                                    {'steps': 20, 'step_size': 2 * eps / 20, 'targets': 'every class'} if attack == 'multi_targeted' else
+                                    {'version': autoattack or 'standard'})),
+        lip=dict(steps=10, step_size=0.003 if norm == 'inf' else 2 * eps / 10, start='x + 0.001 N(0,1), projected', direction='ascent'),
+        lip_original=dict(steps=10, step_size=0.003, start='x + 0.001 N(0,1), not projected', direction='descent (as the original)',
+                          shift=1e-6, clip='l-inf'),
+        lip_strong=dict(steps=strong['steps'], step_size=f"{2 * eps:g} down to {0.02 * eps:g} (geometric)",
+                        restarts=strong['restarts'], start='uniform', keep='best point visited', on=on),
+        autoattack=None if autoattack is None else dict(version=autoattack, attacks=AA_VERSIONS[autoattack]['attacks'],
+                                                        apgd_t_targets=AA_VERSIONS[autoattack]['apgd_t_targets'], on=on,
+                                                        package='pyautoattack'))
+
+def _adversarial(model, x, y, eps, norm, attack, autoattack, clean_ok, batch_size, device, progress, split):
+    "Per point: (robust, robust by the original's count) of one split under `attack`."
+    if attack == 'autoattack':
+        _, broken = _autoattack(model, x, y, eps, norm, autoattack or 'standard', batch_size=batch_size, device=device)
+        return ~broken, ~broken  # AutoAttack returns x itself for a clean mistake: accuracy on x_adv is the robust accuracy
+    kw = dict(batch_size=batch_size, device=device, progress=progress)
+    if attack == 'pgd':  # one attack, counted both ways
+        _, wrong_adv = attack_dataset(model, x, y, eps, attack, norm, clean_mistakes=False, desc=f'pgd {split}', **kw)
+        return clean_ok & ~wrong_adv, ~wrong_adv
+    _, broken = attack_dataset(model, x, y, eps, attack, norm, desc=f'multi-targeted {split}', **kw)
+    _, wrong_orig = attack_dataset(model, x, y, eps, attack, norm, clean_mistakes=False, select='original',
+                                   desc=f'multi-targeted (original) {split}', **kw)
+    return ~broken, ~wrong_orig
+
+
+def _mean(flags: Tensor) -> float: return flags.double().mean().item()
+
+def evaluate(model: nn.Module,                         # classifier returning logits
+             train: tuple[Tensor, Tensor],             # (x, y) of the training set
+             test: tuple[Tensor, Tensor],              # (x, y) of the test set
+             eps: float,                               # radius of the ball
+             norm='inf',                               # 'inf' or '2'
+             attack: str = 'pgd',                      # 'pgd', 'multi_targeted' or 'autoattack' for the adv columns
+             autoattack: str | None = 'standard',      # AutoAttack version of adv_test_acc_aa; None skips it
+             n_strong: int | None = None,              # test points for lip_strong and AutoAttack (the first ones); None: all
+             batch_size: int | None = None,            # None: 64 on CPU, from free memory on CUDA
+             device=None,                              # where to compute; None: the model's device
+             progress: bool = False,                   # progress bars
+            ) -> dict:
+    "Clean and adversarial accuracy (both counts) and local Lipschitz constants (three searches) on train and test, and the gaps."
+    check(attack in (*_ATTACKS, 'autoattack'), f"unknown attack {attack!r}: use one of {', '.join((*_ATTACKS, 'autoattack'))}")
+    check(autoattack is None or autoattack in AA_VERSIONS, f"unknown AutoAttack version {autoattack!r}: use one of {', '.join(AA_VERSIONS)} or None")
     norm, dev = norm_of(norm), _model_device(model, device)
     if dev.type == 'cuda': configure_cuda()
     model.eval()
@@ -39,12 +93,26 @@ def evaluate(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor,
     out = {}
     for split, (x, y) in (('train', train), ('test', test)):
         if dev.type == 'cuda': x, y = x.to(dev), y.to(dev)  # copied once, not once per measurement and batch
-        out[f'{split}_acc'] = accuracy(model, x, y, batch_size, device)
-        _, broken = attack_dataset(model, x, y, eps, attack, norm, batch_size, device, progress)
-        out[f'adv_{split}_acc'] = 1.0 - broken.double().mean().item()
-        out[f'{split}_lip'] = local_lipschitz(model, x, eps, norm, batch_size=batch_size, device=device,
-                                              progress=progress, **lip_kw)[0]
+        clean_ok = predict(model, x, batch_size, device) == y.to(x.device)
+        out[f'{split}_acc'] = _mean(clean_ok)
+        robust, robust_orig = _adversarial(model, x, y, eps, norm, attack, autoattack, clean_ok, batch_size, device, progress, split)
+        out[f'adv_{split}_acc'], out[f'adv_{split}_acc_original'] = _mean(robust), _mean(robust_orig)
+        out[f'{split}_lip'], lip = local_lipschitz(model, x, eps, norm, batch_size=batch_size, device=device, progress=progress,
+                                                   desc=f'lipschitz {split}', **lip_kw)
+        out[f'{split}_lip_original'] = local_lipschitz_original(model, x, eps, norm, batch_size=batch_size, device=device,
+                                                                progress=progress, desc=f'lipschitz (original) {split}')[0]
+        if split == 'test':
+            xs, ys = x[:n_strong], y[:n_strong]  # the points of the strong (costly) measurements
+            out['test_lip_strong'] = local_lipschitz(model, xs, eps, norm, batch_size=batch_size, device=device,
+                                                     progress=progress, desc='lipschitz (strong) test', **strong_search(eps))[0]
+            out['lip_over_strong'] = lip[:n_strong].mean().item() / out['test_lip_strong'] if out['test_lip_strong'] > 0 else 1.0
+            if autoattack is not None:
+                robust_aa = robust[:n_strong] if attack == 'autoattack' and autoattack == 'standard' else \
+                    ~_autoattack(model, xs, ys, eps, norm, autoattack, batch_size=batch_size, device=device)[1]
+                out['adv_test_acc_aa'] = _mean(robust_aa)
+                out['pgd_aa_gap'] = _mean(robust[:n_strong]) - out['adv_test_acc_aa']
     out['gap_acc'] = out['train_acc'] - out['test_acc']
     out['gap_adv_acc'] = out['adv_train_acc'] - out['adv_test_acc']
+    out['gap_adv_acc_original'] = out['adv_train_acc_original'] - out['adv_test_acc_original']
     model.eval()
     return out

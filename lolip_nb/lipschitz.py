@@ -14,34 +14,79 @@ from .perturb import ascend, norm_of
 from .attacks import _auto_batch_size, _batches, _eval_mode, _model_device
 
 # %% auto #0
-__all__ = ['local_lipschitz']
+__all__ = ['local_lipschitz', 'strong_search', 'local_lipschitz_original']
 
-# %% ../nbs/06_lipschitz.ipynb #7a5850c5
-def _ratio(model: nn.Module, x: Tensor, fx: Tensor, norm: str):
-    "Objective x' -> ||f(x) - f(x')||_1 / ||x - x'|| per example (l-inf or l2 denominator)."
+# %% ../nbs/06_lipschitz.ipynb #4cb31869
+def _ratio(model: nn.Module, x: Tensor, fx: Tensor, norm: str, shift: float = 0.0):
+    "Objective x' -> ||f(x) - f(x')||_1 / ||x - x' + shift|| per example (l-inf or l2 denominator; the original's shift is 1e-6)."
     def objective(z: Tensor) -> Tensor:
-        num = (model(z) - fx).abs().flatten(1).sum(1)
-        d = (z - x).flatten(1)
+        num = (fx - model(z)).abs().flatten(1).sum(1)
+        d = (x - z).flatten(1) + shift
         den = d.abs().amax(1) if norm == 'inf' else d.norm(dim=1)
         return num / den.clamp_min(1e-12)
     return objective
 
-def local_lipschitz(model: nn.Module, x: Tensor, eps: float, norm='inf', steps: int = 10, step_size=0.003,
-                    noise: float = 0.001, restarts: int = 1, batch_size: int | None = None, device=None,
-                    progress: bool = False) -> tuple[float, Tensor]:
-    "Mean over `x` of max over the eps-ball of ||f(x)-f(x')||_1 / ||x-x'||, by sign ascent; returns (mean, per-example values)."
-    norm, dev = norm_of(norm), _model_device(model, device)
-    check(step_size == 'auto' or (isinstance(step_size, (int, float)) and step_size > 0),
-          f"step_size must be a positive number or 'auto', got {step_size!r}")
-    alpha = None if step_size == 'auto' else step_size  # ascend's default is 2*eps/steps
+def _estimate(model, x, eps, norm, device, batch_size, progress, desc, search):
+    "Mean and per-example values of `search(xb, fx) -> values` over batches of `x`, in eval mode."
+    dev = _model_device(model, device)
     bs = batch_size or _auto_batch_size(model, x, dev)
     vals = []
     with _eval_mode(model):
-        for i in _batches(len(x), bs, progress, 'lipschitz'):
+        for i in _batches(len(x), bs, progress, desc):
             xb = x[i:i + bs].to(dev)
             with torch.no_grad(): fx = model(xb)
-            objective = _ratio(model, xb, fx, norm)
-            xa = ascend(xb, objective, eps, norm, steps, alpha, 'normal', noise, restarts)
-            with torch.no_grad(): vals.append(objective(xa).to(x.device))
+            vals.append(search(xb, fx).to(x.device))
     vals = torch.cat(vals)
     return vals.mean().item(), vals
+
+def local_lipschitz(model: nn.Module,              # classifier returning logits
+                    x: Tensor,                     # inputs (N, ...) in [0, 1], on any device
+                    eps: float,                    # radius of the ball
+                    norm='inf',                    # 'inf' or '2' (the ball and the denominator)
+                    steps: int = 10,               # ascent steps per restart
+                    step_size=0.003,               # alpha, a list of one alpha per step, or 'auto' (2 * eps / steps)
+                    noise: float = 0.001,          # sigma of the x + sigma * N(0, 1) start
+                    restarts: int = 1,             # independent starts; each example keeps its largest ratio
+                    start: str = 'normal',         # 'normal' or 'uniform' (see `perturb.STARTS`)
+                    keep_best: bool = False,       # keep the best point visited, not the last one
+                    batch_size: int | None = None, # None: 64 on CPU, from free memory on CUDA
+                    device=None,                   # where to compute; None: the model's device
+                    progress: bool = False,        # show a progress bar
+                    desc: str = 'lipschitz',       # the progress bar's label
+                   ) -> tuple[float, Tensor]:
+    "Mean over `x` of max over the eps-ball of ||f(x)-f(x')||_1 / ||x-x'||, by sign ascent; returns (mean, per-example values)."
+    norm = norm_of(norm)
+    check(step_size == 'auto' or isinstance(step_size, (int, float, list, tuple)),
+          f"step_size must be a positive number, a list of them or 'auto', got {step_size!r}")
+    alpha = None if step_size == 'auto' else step_size  # ascend's default is 2*eps/steps
+    def search(xb, fx):
+        objective = _ratio(model, xb, fx, norm)
+        xa = ascend(xb, objective, eps, norm, steps, alpha, start, noise, restarts, keep_best=keep_best)
+        with torch.no_grad(): return objective(xa)
+    return _estimate(model, x, eps, norm, device, batch_size, progress, desc, search)
+
+def strong_search(eps: float, steps: int = 20, restarts: int = 10) -> dict:
+    "Keyword arguments of `local_lipschitz` for `lip_strong`: steps from 2*eps down to 0.02*eps (geometric), uniform restarts, best point kept."
+    sizes = [2 * eps * 0.01 ** (t / max(steps - 1, 1)) for t in range(steps)]
+    return dict(steps=steps, step_size=sizes, restarts=restarts, start='uniform', keep_best=True)
+
+def local_lipschitz_original(model: nn.Module,              # classifier returning logits
+                             x: Tensor,                     # inputs (N, ...) in [0, 1], on any device
+                             eps: float,                    # radius of the l-inf clip
+                             norm='inf',                    # denominator: 'inf' or '2' (the clip is l-inf for both)
+                             steps: int = 10,               # the original's perturb_steps
+                             step_size: float = 0.003,      # the original's step_size
+                             noise: float = 0.001,          # sigma of its unprojected x + sigma * N(0, 1) start
+                             batch_size: int | None = None, # None: 64 on CPU, from free memory on CUDA
+                             device=None,                   # where to compute; None: the model's device
+                             progress: bool = False,        # show a progress bar
+                             desc: str = 'lipschitz (original)', # the progress bar's label
+                            ) -> tuple[float, Tensor]:
+    "The original code's estimate step for step: sign steps that *decrease* the ratio, 1e-6 shift, l-inf clip; returns (mean, per-example values)."
+    norm = norm_of(norm)
+    def search(xb, fx):
+        ratio = _ratio(model, xb, fx, norm, shift=1e-6)
+        # its loss is -ratio and it steps along +sign(grad loss): ascent on -ratio, i.e. descent on the ratio
+        xa = ascend(xb, lambda z: -ratio(z), eps, 'inf', steps, step_size, 'normal_raw', noise)
+        with torch.no_grad(): return ratio(xa)
+    return _estimate(model, x, eps, norm, device, batch_size, progress, desc, search)

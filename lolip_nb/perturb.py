@@ -14,7 +14,7 @@ from torch import Tensor
 from .core import LolipError, check
 
 # %% auto #0
-__all__ = ['norm_of', 'project', 'random_start', 'ascend']
+__all__ = ['STARTS', 'RULES', 'norm_of', 'project', 'random_start', 'ascend']
 
 # %% ../nbs/04_perturb.ipynb #e242b9c5
 _NORMS = {'inf': 'inf', 'linf': 'inf', 'l_inf': 'inf', 'Linf': 'inf', '2': '2', 'l2': '2', 'L2': '2'}
@@ -43,61 +43,112 @@ def project(x_adv: Tensor, x: Tensor, eps: float, norm='inf') -> Tensor:
     else: delta = delta * _per_example((eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0), x)
     return (x + delta).clamp(0.0, 1.0)
 
-# %% ../nbs/04_perturb.ipynb #90246406
-def random_start(x: Tensor, eps: float, norm='inf', start: str = 'uniform', noise: float = 0.001) -> Tensor:
-    "A starting point in the ball around `x` and in [0, 1]: `'uniform'` in the ball, `'normal'` (x + noise*N(0,1)) or `'none'`."
-    norm = norm_of(norm)
-    if start == 'none': return x.detach().clone()
-    if start == 'normal': return project(x + noise * torch.randn_like(x), x, eps, norm)
-    check(start == 'uniform', f"unknown start {start!r}: use 'uniform', 'normal' or 'none'")
-    if norm == 'inf': delta = torch.empty_like(x).uniform_(-eps, eps)
+# %% ../nbs/04_perturb.ipynb #0a5b1a86
+STARTS = ('uniform', 'normal', 'none', 'normal_raw', 'cube')
+
+def _start(x: Tensor, eps: float, norm: str, start: str, noise: float) -> tuple[Tensor, Tensor | None]:
+    "A start and, for `'normal_raw'`, the perturbation it added (drawn before the sum, as the original draws it)."
+    check(start in STARTS, f"unknown start {start!r}: use one of {', '.join(STARTS)}")
+    if start == 'none': return x.detach().clone(), None
+    if start == 'normal_raw':
+        delta = noise * torch.randn_like(x)
+        return x + delta, delta
+    if start == 'normal': return project(x + noise * torch.randn_like(x), x, eps, norm), None
+    if norm == 'inf' or start == 'cube': delta = torch.empty_like(x).uniform_(-eps, eps)
     else:
         g = torch.randn_like(x)
         r = eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / x[0].numel())
         delta = g * _per_example(r / _l2(g).clamp_min(1e-12), x)
-    return project(x + delta, x, eps, norm)
+    return project(x + delta, x, eps, norm), None
 
-# %% ../nbs/04_perturb.ipynb #55440333
+def random_start(x: Tensor, eps: float, norm='inf', start: str = 'uniform', noise: float = 0.001) -> Tensor:
+    "A starting point near `x`: `'uniform'` in the ball, `'normal'` (x + noise*N(0,1)), `'none'`, `'normal_raw'` (not projected) or `'cube'`."
+    return _start(x, eps, norm_of(norm), start, noise)[0]
+
+# %% ../nbs/04_perturb.ipynb #96bf26da
+RULES = ('steepest', 'clamp_first', 'renorm')
+
 def _direction(g: Tensor, norm: str) -> Tensor:
     "Steepest-ascent direction of unit `norm` for the gradient `g`."
     if norm == 'inf': return g.sign()
     return g / _per_example(_l2(g).clamp_min(1e-12), g)
+
+def _renormed(g: Tensor, norm: str) -> Tensor:
+    "`g` divided by its own l-inf or l2 norm per example; a zero row becomes -N(0, 1) (the original's replacement, on the descent side)."
+    n = g.flatten(1).norm(p=math.inf if norm == 'inf' else 2, dim=1)
+    u, zero = g / _per_example(n, g), n == 0
+    if g.is_cuda and torch.cuda.is_current_stream_capturing():  # no host read while a CUDA graph records
+        return torch.where(_per_example(zero, g), -torch.randn_like(g), u)
+    if zero.any(): u[zero] = -torch.randn_like(u[zero])  # as many draws as the original makes, so CPU runs repeat it
+    return u
 
 def _check_ball(eps, steps, restarts):
     check(isinstance(eps, (int, float)) and 0 < eps < math.inf, f"eps must be a positive number, got {eps!r}")
     check(isinstance(steps, int) and steps >= 0, f"steps must be an integer >= 0, got {steps!r}")
     check(isinstance(restarts, int) and restarts >= 1, f"restarts must be an integer >= 1, got {restarts!r}")
 
-def _stepper(x: Tensor, eps: float, norm: str, alpha: float):
-    "The update x' -> projection of (x' + alpha * direction(g)); for l-inf the box [max(x-eps, 0), min(x+eps, 1)] is built once."
-    if norm == 'inf':
+def _stepper(x: Tensor, eps: float, norm: str, rule: str = 'steepest'):
+    "The update (x', g, alpha) -> x' moved by `alpha` along the gradient `g` and projected, by `rule` (see `RULES`)."
+    check(rule in RULES, f"unknown rule {rule!r}: use one of {', '.join(RULES)}")
+    if rule == 'renorm':  # on the perturbation delta itself (see `ascend`), so that x + delta rounds as the original's
+        p = math.inf if norm == 'inf' else 2
+        return lambda d, g, a: (d.add(_renormed(g, norm), alpha=a) + x).clamp(0.0, 1.0).sub(x).renorm(p, 0, eps)
+    if norm == 'inf':  # 'clamp_first' is the same point for l-inf
         lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
-        return lambda z, g: torch.clamp(z.add(g.sign(), alpha=alpha), lo, hi)  # 3 kernels a step instead of 7
-    return lambda z, g: project(z + alpha * _direction(g, norm), x, eps, norm)
+        return lambda z, g, a: torch.clamp(z.add(g.sign(), alpha=a), lo, hi)  # 3 kernels a step instead of 7
+    if rule == 'clamp_first': return lambda z, g, a: project((z + a * _direction(g, norm)).clamp(0.0, 1.0), x, eps, norm)
+    return lambda z, g, a: project(z + a * _direction(g, norm), x, eps, norm)
 
-def ascend(x: Tensor, objective: Callable[[Tensor], Tensor], eps: float, norm='inf', steps: int = 10,
-           step_size: float | None = None, start: str = 'uniform', noise: float = 0.001, restarts: int = 1) -> Tensor:
+def _alphas(step_size, eps: float, steps: int) -> list:
+    "The step size of every step: `step_size` repeated, its own list, or 2 * eps / steps when None."
+    if step_size is None: return [2 * eps / max(steps, 1)] * steps
+    if isinstance(step_size, (list, tuple)):
+        check(len(step_size) == steps and all(isinstance(a, (int, float)) and a > 0 for a in step_size),
+              f"a list of step sizes needs {steps} positive numbers (one per step), got {list(step_size)!r}")
+        return [float(a) for a in step_size]
+    check(isinstance(step_size, (int, float)) and step_size > 0,
+          f"step_size must be a positive number, a list of them or None (for 2*eps/steps), got {step_size!r}")
+    return [float(step_size)] * steps
+
+def _keep(best, best_val, z: Tensor, val: Tensor):
+    "Per example, the better of the kept point and `z` by objective value."
+    if best is None: return z, val
+    better = val > best_val
+    return torch.where(_per_example(better, z), z, best), torch.where(better, val, best_val)
+
+def ascend(x: Tensor,                                  # inputs (N, ...) in [0, 1]
+           objective: Callable[[Tensor], Tensor],      # x' -> one value per example (N,), to maximise
+           eps: float,                                 # radius of the ball
+           norm='inf',                                 # 'inf' or '2'
+           steps: int = 10,                            # ascent steps per restart
+           step_size=None,                             # alpha, or one alpha per step; None means 2 * eps / steps
+           start: str = 'uniform',                     # one of `STARTS`
+           noise: float = 0.001,                       # sigma of the 'normal' starts
+           restarts: int = 1,                          # independent starts; each example keeps its best
+           rule: str = 'steepest',                     # how a step moves and projects, one of `RULES`
+           keep_best: bool = False,                    # keep the best iterate seen, not the last one
+          ) -> Tensor:
     "Maximise the per-example `objective(x_adv) -> (N,)` by projected (sign / l2) gradient ascent in the `eps`-ball and [0, 1]."
     norm = norm_of(norm); _check_ball(eps, steps, restarts)
-    check(step_size is None or (isinstance(step_size, (int, float)) and step_size > 0),
-          f"step_size must be a positive number (or None for 2*eps/steps), got {step_size!r}")
-    alpha = 2 * eps / max(steps, 1) if step_size is None else step_size
+    alphas = _alphas(step_size, eps, steps)
     x = x.detach()
-    update = _stepper(x, eps, norm, alpha)
+    update = _stepper(x, eps, norm, rule)
     best = best_val = None
     for r in range(restarts):
-        x_adv = random_start(x, eps, norm, start, noise)
-        for _ in range(steps):
+        x_adv, delta = _start(x, eps, norm, start, noise)
+        if rule == 'renorm' and delta is None: delta = x_adv - x
+        for alpha in alphas:
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                g, = torch.autograd.grad(objective(x_adv).sum(), x_adv)
-            x_adv = update(x_adv.detach(), g)
-        if restarts == 1: return x_adv.detach()
+                val = objective(x_adv)
+                g, = torch.autograd.grad(val.sum(), x_adv)
+            if keep_best: best, best_val = _keep(best, best_val, x_adv.detach(), val.detach())
+            if rule == 'renorm':  # the original steps delta and evaluates at x + delta: the same operations, bit for bit
+                delta = update(delta, g, alpha); x_adv = x + delta
+            else: x_adv = update(x_adv.detach(), g, alpha)
+        if restarts == 1 and not keep_best: return x_adv.detach()
         with torch.no_grad(): val = objective(x_adv).detach()
-        if best is None: best, best_val = x_adv, val
-        else:
-            better = val > best_val
-            best, best_val = torch.where(_per_example(better, x), x_adv, best), torch.where(better, val, best_val)
+        best, best_val = _keep(best, best_val, x_adv, val)
     return best.detach()
 
 # %% ../nbs/04_perturb.ipynb #bd080bdd
