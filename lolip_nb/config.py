@@ -13,7 +13,8 @@ from .core import LolipError, check
 from .perturb import norm_of
 from .data import DATASETS
 from .models import ARCHS
-from .defenses import LOSSES, at_loss, rst_loss, llr_loss
+from .defenses import LOSSES, FORMS, at_loss, rst_loss, llr_loss
+from .autoattack import AA_VERSIONS
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'AUGS', 'ATTACKS', 'Config', 'config_hash', 'parse_model_name', 'model_name']
@@ -21,7 +22,7 @@ __all__ = ['OPTIMIZERS', 'AUGS', 'ATTACKS', 'Config', 'config_hash', 'parse_mode
 # %% ../nbs/09_config.ipynb #d9061798
 OPTIMIZERS = ('sgd', 'adam', 'nadam')
 AUGS = {'aug01': 4, 'aug02': 8}  # augmentation name -> zero padding (pixels) of its random crop; both flip horizontally
-ATTACKS = ('pgd', 'multi_targeted')
+ATTACKS = ('pgd', 'multi_targeted', 'autoattack')
 
 # %% ../nbs/09_config.ipynb #aca0d958
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Config:
     n_train: int | None = None
     n_test: int | None = None
     attack: str = 'pgd'
+    form: str = 'original'
+    autoattack: str | None = 'standard'
+    n_strong: int | None = None
 
     def __post_init__(self): _validate(self)
 
@@ -86,6 +90,11 @@ def _validate(c: Config):
         v = getattr(c, k)
         check(v is None or (_is_int(v) and v > 0), f"{k} must be None (all) or a positive integer, got {v!r}")
     check(c.attack in ATTACKS, f"unknown attack {c.attack!r}: use one of {list(ATTACKS)}")
+    check(c.form in FORMS, f"unknown form {c.form!r}: use 'original' (the published code's arithmetic) or 'paper'")
+    check(c.autoattack is None or c.autoattack in AA_VERSIONS,
+          f"unknown AutoAttack version {c.autoattack!r}: use one of {list(AA_VERSIONS)} or None (skip it)")
+    check(c.n_strong is None or (_is_int(c.n_strong) and c.n_strong > 0),
+          f"n_strong must be None (all test points) or a positive integer, got {c.n_strong!r}")
     ms = c.milestones
     check(isinstance(ms, (tuple, list)) and all(_is_int(m) for m in ms),
           f"milestones must be a list of epochs, got {ms!r}")
@@ -94,7 +103,8 @@ def _validate(c: Config):
     _set(c, norm=norm_of(c.norm), eps=float(c.eps), lr=float(c.lr), momentum=float(c.momentum),
          weight_decay=float(c.weight_decay), batch_size=int(c.batch_size), epochs=int(c.epochs),
          milestones=tuple(int(m) for m in ms), seed=int(c.seed),
-         n_train=None if c.n_train is None else int(c.n_train), n_test=None if c.n_test is None else int(c.n_test))
+         n_train=None if c.n_train is None else int(c.n_train), n_test=None if c.n_test is None else int(c.n_test),
+         n_strong=None if c.n_strong is None else int(c.n_strong))
 
 # %% ../nbs/09_config.ipynb #5571d359
 def config_hash(cfg: Config) -> str:
@@ -103,18 +113,18 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 # %% ../nbs/09_config.ipynb #6cfe29a1
-_SCHEDULES = {160: (40, 80, 120, 140), 120: (40, 80, 100), 60: (30, 50), 70: (40, 60)}
+_BRACKETS = ((20, (10, 15)), (30, (15, 25)), (40, (20, 30)), (50, (25, 40)), (60, (30, 50)), (70, (40, 60)),
+             (80, (30, 50, 70)), (120, (40, 80, 100)), (160, (40, 80, 120, 140)), (math.inf, (60, 100, 140, 180)))
 
 def _milestones(epochs: int) -> tuple:
-    "The default epochs at which the learning rate is divided by 10."
-    if epochs in _SCHEDULES: return _SCHEDULES[epochs]
-    ms = (math.floor(epochs * f + 0.5) for f in (1 / 4, 1 / 2, 3 / 4, 7 / 8))
-    return tuple(sorted({m for m in ms if 0 < m < epochs}))
+    "The default epochs at which the learning rate is divided by 10: the original's bracket for `epochs`, those before the end."
+    ms = next(ms for top, ms in _BRACKETS if epochs <= top)
+    return tuple(m for m in ms if m < epochs)
 
 def _defaults(dataset: str, arch: str, loss: str) -> dict:
     "The original's optimisation defaults for `arch` on `dataset` trained with `loss`."
     if arch.startswith('WRN'):
-        slow = LOSSES[loss][0] in (at_loss, rst_loss, llr_loss)
+        slow = LOSSES[loss]['fn'] in (at_loss, rst_loss, llr_loss)
         return dict(optimizer='sgd', lr=1e-3 if slow else 1e-2, momentum=0.0, batch_size=64,
                     epochs=60 if dataset == 'svhn' else 120)
     if arch.startswith('ResNet'):
@@ -122,9 +132,9 @@ def _defaults(dataset: str, arch: str, loss: str) -> dict:
     return dict(optimizer='sgd', lr=1e-4, momentum=0.9, batch_size=64, epochs=160)
 
 # %% ../nbs/09_config.ipynb #ebd3bf2e
-_TOKEN = re.compile(r'nadam|adam|sgd|bs(\d+)|lrem(\d+)|lr(\d*\.\d+)|ep(\d+)|mo(0|\.\d+)')
+_TOKEN = re.compile(r'nadam|adam|sgd|paper|bs(\d+)|lrem(\d+)|lr(\d*\.\d+)|ep(\d+)|mo(0|\.\d+)')
 _GRAMMAR = "[<aug>-]<loss>-tor-<arch>[-<hyper>...], e.g. strades6ce-tor-CNN001 or aug01-advce-tor-WRN_40_10-lrem2"
-_HYPERS = "sgd, adam, nadam, bs<N>, lrem<k>, lr<x>, ep<N>, mo0, mo.<d> (glued like adambs128 or separate like adam-bs128)"
+_HYPERS = "sgd, adam, nadam, bs<N>, lrem<k>, lr<x>, ep<N>, mo0, mo.<d>, paper (glued like adambs128 or separate like adam-bs128)"
 
 def _hyper(segment: str, name: str) -> list:
     "The (field, value) pairs of one hyper-parameter segment such as `adambs128`."
@@ -136,6 +146,7 @@ def _hyper(segment: str, name: str) -> list:
         bs, lrem, lr, ep, mo = m.groups()
         t = m.group(0)
         if t in OPTIMIZERS: out.append(('optimizer', t))
+        elif t == 'paper': out.append(('form', 'paper'))
         elif bs is not None: out.append(('batch_size', int(bs)))
         elif lrem is not None: out.append(('lr', float(f'1e-{int(lrem)}')))
         elif lr is not None: out.append(('lr', float(lr)))
@@ -181,5 +192,6 @@ def model_name(cfg: Config) -> str:
               f'bs{cfg.batch_size}' if cfg.batch_size != d['batch_size'] else None,
               _lr_token(cfg.lr) if cfg.lr != d['lr'] else None,
               f'ep{cfg.epochs}' if cfg.epochs != d['epochs'] else None,
-              'mo' + ('0' if cfg.momentum == 0 else repr(cfg.momentum).lstrip('0')) if cfg.momentum != d['momentum'] else None]
+              'mo' + ('0' if cfg.momentum == 0 else repr(cfg.momentum).lstrip('0')) if cfg.momentum != d['momentum'] else None,
+              'paper' if cfg.form == 'paper' else None]
     return '-'.join(t for t in ([cfg.aug, cfg.loss, 'tor', cfg.arch] + tokens) if t)

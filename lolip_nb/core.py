@@ -71,8 +71,8 @@ def atomic_write_text(path, text: str) -> Path:
     return _atomic(path, lambda f: f.write(text.encode('utf-8')))
 
 def atomic_write_json(path, obj) -> Path:
-    "Write `obj` as indented JSON, atomically."
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + '\n')
+    "Write `obj` as indented, strict JSON (no NaN or infinity, which strict parsers reject), atomically."
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False) + '\n')
 
 def atomic_torch_save(obj, path) -> Path:
     "`torch.save` to `path`, atomically."

@@ -13,7 +13,9 @@ from .core import LolipError, check
 from .perturb import ascend, norm_of, _eval_mode
 
 # %% auto #0
-__all__ = ['LOSSES', 'METHOD_NAMES', 'natural_loss', 'at_loss', 'rst_loss', 'trades_loss', 'llr_loss', 'gr_loss']
+__all__ = ['FORMS', 'AT_ORIGINAL', 'RST_ORIGINAL', 'TRADES_ORIGINAL', 'LLR_ORIGINAL', 'GR_ORIGINAL', 'LOSSES', 'METHOD_NAMES',
+           'natural_loss', 'at_loss', 'rst_loss', 'trades_loss', 'llr_terms', 'llr_loss', 'gr_loss', 'forms_differ',
+           'method_loss', 'training_loss']
 
 # %% ../nbs/08_defenses.ipynb #e166464e
 def _reduce(per_example: Tensor, reduction: str) -> Tensor:
@@ -35,97 +37,188 @@ def natural_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float | None = Non
     "Cross-entropy on the clean inputs (`eps` and `norm` are unused)."
     return _reduce(_ce(model, x, y), reduction)
 
-# %% ../nbs/08_defenses.ipynb #a9ae4771
-def _pgd_ce(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf') -> Tensor:
-    "AT's adversarial example: PGD on the cross-entropy, 10 steps of eps/5 from a uniform start, model in eval mode."
-    with _eval_mode(model):
-        return ascend(x, lambda xa: _ce(model, xa, y), eps, norm, steps=10, step_size=eps / 5, start='uniform')
+# %% ../nbs/08_defenses.ipynb #1e795c2a
+def _pgd_ce(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', attack_mode: str = 'eval',
+            start: str = 'uniform', rule: str = 'steepest') -> Tensor:
+    "AT's adversarial example: PGD on the cross-entropy, 10 steps of eps/5 from a random start, the model in `attack_mode`."
+    check(attack_mode in ('eval', 'train'), f"unknown attack_mode {attack_mode!r}: use 'eval' or 'train'")
+    search = lambda: ascend(x, lambda xa: _ce(model, xa, y), eps, norm, steps=10, step_size=eps / 5, start=start, rule=rule)
+    if attack_mode == 'train': return search()  # the model as the training step left it: dropout on, batch statistics
+    with _eval_mode(model): return search()
 
-def at_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum') -> Tensor:
+def at_loss(model: nn.Module,            # classifier returning logits, in train mode during training
+            x: Tensor,                   # inputs (N, ...) in [0, 1]
+            y: Tensor,                   # labels (N,)
+            eps: float,                  # radius of the ball
+            norm='inf',                  # 'inf' or '2'
+            reduction: str = 'sum',      # 'sum' over the batch (the original's) or 'mean'
+            attack_mode: str = 'eval',   # model mode during PGD: 'eval' (paper form) or 'train' (original form)
+            start: str = 'uniform',      # PGD's start: 'uniform' (paper form) or 'cube' (original form; differs for l2)
+            rule: str = 'steepest',      # PGD's step: 'steepest' or 'clamp_first' (original form; differs for l2)
+           ) -> Tensor:
     "Adversarial training (Madry et al.): cross-entropy on PGD adversarial examples only."
-    return _reduce(_ce(model, _pgd_ce(model, x, y, eps, norm), y), reduction)
+    return _reduce(_ce(model, _pgd_ce(model, x, y, eps, norm, attack_mode, start, rule), y), reduction)
 
 def rst_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum',
-             lam: float = 1.0) -> Tensor:
+             lam: float = 1.0,            # weight of the adversarial cross-entropy
+             attack_mode: str = 'eval',   # as in `at_loss`
+             start: str = 'uniform',      # as in `at_loss`
+             rule: str = 'steepest',      # as in `at_loss`
+             adv_first: bool = False,     # forward x_adv before x (the original's order)
+            ) -> Tensor:
     "RST(lam): clean cross-entropy plus `lam` times the cross-entropy on PGD adversarial examples."
-    x_adv = _pgd_ce(model, x, y, eps, norm)
-    return _reduce(_ce(model, x, y) + lam * _ce(model, x_adv, y), reduction)
+    x_adv = _pgd_ce(model, x, y, eps, norm, attack_mode, start, rule)
+    if adv_first: l_adv = _ce(model, x_adv, y); l = _ce(model, x, y)
+    else: l = _ce(model, x, y); l_adv = _ce(model, x_adv, y)
+    return _reduce(l + lam * l_adv, reduction)
 
-# %% ../nbs/08_defenses.ipynb #4a132c3d
+# %% ../nbs/08_defenses.ipynb #4c43ca94
 def _kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     "Per-example KL(softmax(p) || softmax(q)) from logits."
     logp, logq = F.log_softmax(logits_p, 1), F.log_softmax(logits_q, 1)
     return (logp.exp() * (logp - logq)).sum(1)
 
-def _trades_adv(model: nn.Module, x: Tensor, eps: float, norm='inf') -> Tensor:
+def _trades_adv(model: nn.Module, x: Tensor, eps: float, norm='inf', start: str = 'normal', rule: str = 'steepest') -> Tensor:
     "TRADES' x': maximise the KL to the clean prediction, 10 steps of 2*eps/10 from x + 0.001*N(0,1), eval mode."
     with _eval_mode(model):
         with torch.no_grad(): p = F.softmax(model(x), 1)
         # KL(p || q) = CE(q; p) - H(p): same gradient in x', and the soft-label cross-entropy is fewer kernels a step
         return ascend(x, lambda xa: F.cross_entropy(model(xa), p, reduction='none'), eps, norm, steps=10,
-                      step_size=2 * eps / 10, start='normal', noise=0.001)
+                      step_size=2 * eps / 10, start=start, noise=0.001, rule=rule)
 
 def trades_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum',
-                beta: float = 1.0) -> Tensor:
+                beta: float = 1.0,                # weight of the KL term
+                start: str = 'normal',            # 'normal' (projected; paper form) or 'normal_raw' (original form)
+                kl_target: str = 'same',          # softmax f(x) from the cross-entropy's forward, or a 'separate' one
+                kl_reduction: str | None = None,  # None: as `reduction`; the original's `trades*ce` use 'mean'
+                l2_rule: str = 'steepest',        # the l2 search's step: 'steepest' or 'renorm' (original form)
+               ) -> Tensor:
     "TRADES(beta): clean cross-entropy plus `beta` times the KL between the clean and the worst nearby prediction."
-    x_adv = _trades_adv(model, x, eps, norm)
+    check(kl_target in ('same', 'separate'), f"unknown kl_target {kl_target!r}: use 'same' or 'separate'")
+    x_adv = _trades_adv(model, x, eps, norm, start, l2_rule if norm_of(norm) == '2' else 'steepest')
     logits = model(x)
-    return _reduce(F.cross_entropy(logits, y, reduction='none') + beta * _kl(logits, model(x_adv)), reduction)
+    logits_adv = model(x_adv)
+    target = logits if kl_target == 'same' else model(x)
+    ce, kl = F.cross_entropy(logits, y, reduction='none'), _kl(target, logits_adv)
+    if kl_reduction is None or kl_reduction == reduction: return _reduce(ce + beta * kl, reduction)
+    return _reduce(ce, reduction) + beta * _reduce(kl, kl_reduction)
 
-# %% ../nbs/08_defenses.ipynb #75ad38b7
-def _llr_adv(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf') -> Tensor:
-    "LLR's x + delta*: maximise the deviation from linearity, 2 steps of eps/2 from a uniform start, eval mode."
+# %% ../nbs/08_defenses.ipynb #bac4a24e
+def _llr_adv(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', start: str = 'uniform',
+             rule: str = 'steepest', input_grad: bool = True, clean_term: bool = True) -> Tensor:
+    "LLR's x + delta*: maximise the deviation from linearity, 2 steps of eps/2, eval mode."
     with _eval_mode(model):
-        x0 = x.detach().requires_grad_(True)
-        l0 = _ce(model, x0, y)
-        g0, = torch.autograd.grad(l0.sum(), x0)
-        l0, x0 = l0.detach(), x0.detach()
-        return ascend(x, lambda xa: (_ce(model, xa, y) - l0 - _dot(xa - x0, g0)).abs(), eps, norm, steps=2,
-                      step_size=eps / 2, start='uniform')
+        x0 = x.detach().requires_grad_(input_grad)
+        l0 = _ce(model, x0, y) if clean_term or input_grad else None
+        g0 = torch.autograd.grad(l0.sum(), x0)[0] if input_grad else None
+        base = lambda xa: (l0.detach() if clean_term else 0) + (_dot(xa - x, g0) if input_grad else 0)
+        return ascend(x, lambda xa: (_ce(model, xa, y) - base(xa)).abs(), eps, norm, steps=2, step_size=eps / 2,
+                      start=start, rule=rule)
+
+def llr_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', start: str = 'uniform',
+              rule: str = 'steepest', input_grad: bool = True, clean_term: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    "LLR's three per-example terms: (l(x), gamma, |delta* . grad l(x)|), each carrying gradient as the loss uses it."
+    x_adv = _llr_adv(model, x, y, eps, norm, start, rule, input_grad, clean_term)
+    x = x.detach().requires_grad_(input_grad)
+    l = _ce(model, x, y)
+    lin = _dot(x_adv - x.detach(), torch.autograd.grad(l.sum(), x, create_graph=True)[0]) if input_grad else torch.zeros_like(l)
+    gamma = (_ce(model, x_adv, y) - (l if clean_term else 0) - lin).abs()
+    return l, gamma, lin.abs()
 
 def llr_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum',
-             lam: float = 4.0, mu: float = 3.0) -> Tensor:
+             lam: float = 4.0,              # weight of the deviation from linearity gamma
+             mu: float = 3.0,               # weight of |delta* . grad l|
+             start: str = 'uniform',        # search start: 'uniform' (paper form) or 'normal_raw' (original form)
+             rule: str = 'steepest',        # search step: 'steepest' (sign) or 'renorm' (original form)
+             input_grad: bool = True,       # use grad_x l(x) (paper form); False: it is 0, as in the original
+             clean_term: bool = True,       # l(x) inside gamma (paper form); False: left out, as in the original
+            ) -> Tensor:
     "LLR(lam, mu): cross-entropy plus `lam` times the local deviation from linearity plus `mu` times |delta* . grad l|."
-    x_adv = _llr_adv(model, x, y, eps, norm)
-    x = x.detach().requires_grad_(True)
-    l = _ce(model, x, y)
-    g, = torch.autograd.grad(l.sum(), x, create_graph=True)
-    lin = _dot(x_adv - x.detach(), g)
-    gamma = (_ce(model, x_adv, y) - l - lin).abs()
-    return _reduce(l + lam * gamma + mu * lin.abs(), reduction)
+    l, gamma, lin = llr_terms(model, x, y, eps, norm, start, rule, input_grad, clean_term)
+    return _reduce(l + lam * gamma + mu * lin, reduction)
 
-# %% ../nbs/08_defenses.ipynb #0081ad77
+# %% ../nbs/08_defenses.ipynb #0966bc2f
+def _counted(t: Tensor, times: int) -> Tensor:
+    "`t` with its value unchanged and its gradient multiplied by `times`."
+    return t if times == 1 else times * t - (times - 1) * t.detach()
+
 def gr_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float | None = None, norm='inf', reduction: str = 'sum',
-            lam: float = 1.0, h: float = 1.0) -> Tensor:
+            lam: float = 1.0,     # weight of the squared finite difference (over 2)
+            h: float = 1.0,       # finite-difference step along the normalised input gradient
+            ce_grad: int = 1,     # times the cross-entropy's gradient reaches the weights (the original: 2)
+           ) -> Tensor:
     "GR (TULIP): cross-entropy plus `lam`/2 times the squared finite-difference directional derivative along the gradient."
     x = x.detach().requires_grad_(True)
     l = _ce(model, x, y)
     g, = torch.autograd.grad(l.sum(), x, retain_graph=True)
     v = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
     d = (_ce(model, x.detach() + h * v, y) - l) / h
-    return _reduce(l + lam / 2 * d ** 2, reduction)
+    return _reduce(_counted(l, ce_grad) + lam / 2 * d ** 2, reduction)
 
-# %% ../nbs/08_defenses.ipynb #9853a886
+# %% ../nbs/08_defenses.ipynb #c9007bbd
+FORMS = ('original', 'paper')
+
+# What the original code computes, as arguments of the paper-form functions above (file:line in its repository).
+AT_ORIGINAL = dict(attack_mode='train', start='cube', rule='clamp_first')    # torch_model.py:224-229; cleverhans PGD
+RST_ORIGINAL = dict(AT_ORIGINAL, adv_first=True)                              # torch_model.py:201-222
+TRADES_ORIGINAL = dict(start='normal_raw', kl_target='separate', l2_rule='renorm')  # trades.py:33-88
+LLR_ORIGINAL = dict(start='normal_raw', rule='renorm', input_grad=False, clean_term=False)  # llr.py:16-78
+GR_ORIGINAL = dict(ce_grad=2)                                                 # tulip.py:19; torch_model.py:178, 234
+
+def _method(fn, reduction='sum', original=None, paper=None, **params) -> dict:
+    return dict(fn=fn, params=params, original={'reduction': reduction, **(original or {})},
+                paper={'reduction': reduction, **(paper or {})})
+
+_MEAN = dict(reduction='mean')
 LOSSES: dict = {
-    'ce': (natural_loss, {}, 'sum'),
-    'advce': (at_loss, {}, 'sum'),
-    'advbeta.5ce': (rst_loss, dict(lam=0.5), 'sum'),
-    'advbetace': (rst_loss, dict(lam=1.0), 'sum'),
-    'advbeta2ce': (rst_loss, dict(lam=2.0), 'sum'),
-    'stradesce': (trades_loss, dict(beta=1.0), 'sum'),
-    'strades3ce': (trades_loss, dict(beta=3.0), 'sum'),
-    'strades6ce': (trades_loss, dict(beta=6.0), 'sum'),
-    'tradesce': (trades_loss, dict(beta=1.0), 'mean'),
-    'trades3ce': (trades_loss, dict(beta=3.0), 'mean'),
-    'trades6ce': (trades_loss, dict(beta=6.0), 'mean'),
-    'sllrce': (llr_loss, dict(lam=4.0, mu=3.0), 'sum'),
-    'sllr36ce': (llr_loss, dict(lam=3.0, mu=6.0), 'sum'),
-    'tulipce': (gr_loss, dict(lam=1.0, h=1.0), 'sum'),
+    'ce': _method(natural_loss),
+    'advce': _method(at_loss, original=AT_ORIGINAL),
+    **{f'advbeta{k}ce': _method(rst_loss, lam=lam, original=RST_ORIGINAL)
+       for k, lam in (('.5', 0.5), ('', 1.0), ('2', 2.0), ('4', 4.0), ('8', 8.0))},
+    **{f'strades{k}ce': _method(trades_loss, beta=b, original=TRADES_ORIGINAL)
+       for k, b in (('.5', 0.5), ('', 1.0), ('3', 3.0), ('6', 6.0), ('10', 10.0), ('20', 20.0))},
+    **{f'trades{k}ce': _method(trades_loss, beta=b, original=dict(TRADES_ORIGINAL, kl_reduction='mean'), paper=_MEAN)
+       for k, b in (('.5', 0.5), ('', 1.0), ('3', 3.0), ('6', 6.0), ('10', 10.0), ('20', 20.0))},
+    **{f'{s}llr{k}ce': _method(llr_loss, lam=lam, mu=mu, original=LLR_ORIGINAL, paper=None if s else _MEAN)
+       for s in ('s', '') for k, (lam, mu) in (('', (4.0, 3.0)), ('36', (3.0, 6.0)), ('65', (6.0, 5.0)))},
+    **{f'tulip{k}ce': _method(gr_loss, lam=lam, h=1.0, original=GR_ORIGINAL)
+       for k, lam in (('', 1.0), ('em1', 0.1), ('em2', 0.01))},
 }
 
-METHOD_NAMES: dict = {
-    'ce': 'Natural', 'advce': 'AT', 'advbeta.5ce': 'RST(0.5)', 'advbetace': 'RST(1)', 'advbeta2ce': 'RST(2)',
-    'stradesce': 'TRADES(1)', 'strades3ce': 'TRADES(3)', 'strades6ce': 'TRADES(6)',
-    'tradesce': 'TRADES(1), mean', 'trades3ce': 'TRADES(3), mean', 'trades6ce': 'TRADES(6), mean',
-    'sllrce': 'LLR', 'sllr36ce': 'LLR(3, 6)', 'tulipce': 'GR',
-}
+def _paper_name(loss: str) -> str:
+    "The method's name in the paper's tables, e.g. 'TRADES(6)' for 'strades6ce'."
+    fn, p = LOSSES[loss]['fn'], LOSSES[loss]['params']
+    num = lambda v: f'{v:g}'
+    if fn is natural_loss: return 'Natural'
+    if fn is at_loss: return 'AT'
+    if fn is rst_loss: return f"RST({num(p['lam'])})"
+    if fn is trades_loss: return f"TRADES({num(p['beta'])})" + ('' if loss.startswith('s') else ', mean')
+    if fn is llr_loss:
+        name = 'LLR' if (p['lam'], p['mu']) == (4.0, 3.0) else f"LLR({num(p['lam'])}, {num(p['mu'])})"
+        return name + ('' if loss.startswith('s') else ', mean')
+    return 'GR' if p['lam'] == 1.0 else f"GR({num(p['lam'])})"
+
+METHOD_NAMES: dict = {k: _paper_name(k) for k in LOSSES}
+
+def forms_differ(loss: str) -> bool:
+    "Whether the original code computes `loss` differently from its paper (so both forms are worth running)."
+    return LOSSES[loss]['original'] != LOSSES[loss]['paper']
+
+def method_loss(loss: str, form: str = 'original') -> tuple:
+    "`(function, keyword arguments)` of the loss name `loss` in `form` ('original' or 'paper'), reduction included."
+    check(loss in LOSSES, f"unknown loss {loss!r}: use one of {list(LOSSES)}")
+    check(form in FORMS, f"unknown form {form!r}: use 'original' (the published code's arithmetic) or 'paper'")
+    m = LOSSES[loss]
+    return m['fn'], {**m['params'], **m[form]}
+
+def training_loss(model: nn.Module,     # classifier returning logits, in train mode for training
+                  x: Tensor,            # a batch of inputs in [0, 1]
+                  y: Tensor,            # its labels
+                  loss: str,            # the original's loss name, e.g. 'strades6ce'
+                  eps: float,           # radius of the ball
+                  norm='inf',           # 'inf' or '2'
+                  form: str = 'original', # 'original' or 'paper'
+                 ) -> Tensor:
+    "One batch's training loss of the method `loss` in `form`, to call `.backward()` on."
+    fn, kw = method_loss(loss, form)
+    return fn(model, x, y, eps, norm, **kw)

@@ -5,32 +5,61 @@
 # %% ../nbs/03_models.ipynb #85302cf5
 from __future__ import annotations
 import torch
-from torch import nn
+from torch import nn, Tensor
 import torch.nn.functional as F
 
 from .core import LolipError, check
 
 # %% auto #0
-__all__ = ['ARCHS', 'CNN001', 'CNN002', 'WideResNet', 'build_model']
+__all__ = ['ARCHS', 'ChannelsLastLinear', 'CNN001', 'CNN002', 'WideResNet', 'build_model']
 
 # %% ../nbs/03_models.ipynb #0a07cc16
 def _n_params(model: nn.Module) -> int:
     "Number of trainable parameters of `model`."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+# %% ../nbs/03_models.ipynb #68b2129f
+class ChannelsLastLinear(nn.Linear):
+    "`nn.Linear` on a (N, C, H, W) map flattened in NHWC order (a free view of a channels-last map); state dicts keep NCHW order."
+    def __init__(self, c: int, h: int, w: int, out_features: int):
+        super().__init__(c * h * w, out_features)
+        self.chw = (c, h, w)
+        with torch.no_grad(): self.weight.copy_(self._order(self.weight, 'nhwc'))  # same draws as nn.Linear, reordered
+        self.register_state_dict_post_hook(ChannelsLastLinear._save)
+        self.register_load_state_dict_pre_hook(ChannelsLastLinear._load)
+
+    def _order(self, weight: Tensor, to: str) -> Tensor:
+        "The weight's columns reordered from NCHW to NHWC order (`to='nhwc'`) or back (`to='nchw'`)."
+        c, h, w = self.chw
+        if to == 'nhwc': return weight.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(weight.shape)
+        return weight.reshape(-1, h, w, c).permute(0, 3, 1, 2).reshape(weight.shape)
+
+    @staticmethod
+    def _save(module, state_dict, prefix, local_metadata):
+        state_dict[prefix + 'weight'] = module._order(state_dict[prefix + 'weight'], 'nchw')
+
+    @staticmethod
+    def _load(module, state_dict, prefix, *args):
+        if prefix + 'weight' in state_dict: state_dict[prefix + 'weight'] = module._order(state_dict[prefix + 'weight'], 'nhwc')
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x.permute(0, 2, 3, 1).flatten(1), self.weight, self.bias)
+
 # %% ../nbs/03_models.ipynb #94a20316
 class CNN001(nn.Module):
-    "conv3x3-32, ReLU, conv3x3-64, max-pool 2, dropout .25, linear 128, ReLU, dropout .5, linear (the original's MNIST CNN)."
+    "conv3x3-32, ReLU, conv3x3-64, max-pool 2, channel dropout .25, linear 128, ReLU, dropout .5, linear (the original's MNIST CNN)."
     def __init__(self, channels: int = 1, classes: int = 10, size: int = 28):
         super().__init__()
         check(size >= 6, f"CNN001 needs inputs of at least 6 x 6 pixels, got {size}")
         self.conv1, self.conv2 = nn.Conv2d(channels, 32, 3), nn.Conv2d(32, 64, 3)
-        self.drop1, self.drop2 = nn.Dropout(0.25), nn.Dropout(0.5)
-        self.fc1, self.fc2 = nn.Linear(64 * ((size - 4) // 2) ** 2, 128), nn.Linear(128, classes)
+        self.drop1, self.drop2 = nn.Dropout2d(0.25), nn.Dropout(0.5)  # drop1: whole channels, as the original
+        side = (size - 4) // 2
+        self.fc1, self.fc2 = ChannelsLastLinear(64, side, side, 128), nn.Linear(128, classes)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x):
         x = F.max_pool2d(self.conv2(F.relu(self.conv1(x))), 2)
-        x = F.relu(self.fc1(self.drop1(x).flatten(1)))
+        x = F.relu(self.fc1(self.drop1(x)))
         return self.fc2(self.drop2(x))
 
 # %% ../nbs/03_models.ipynb #fbc8395a
@@ -42,12 +71,13 @@ class CNN002(nn.Module):
         check(side >= 1, f"CNN002 needs inputs of at least 14 x 14 pixels, got {size}")
         conv = lambda i, o: [nn.Conv2d(i, o, 3), nn.ReLU()]
         self.features = nn.Sequential(*conv(channels, 32), *conv(32, 32), nn.MaxPool2d(2),
-                                      *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2), nn.Flatten())
-        self.classifier = nn.Sequential(nn.Linear(64 * side ** 2, 200), nn.ReLU(), nn.Dropout(0.5),
+                                      *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(ChannelsLastLinear(64, side, side, 200), nn.ReLU(), nn.Dropout(0.5),
                                         nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, classes))
         for mod in self.features:
             if isinstance(mod, nn.Conv2d): nn.init.kaiming_normal_(mod.weight, nonlinearity='relu'); nn.init.zeros_(mod.bias)
         nn.init.zeros_(self.classifier[-1].weight); nn.init.zeros_(self.classifier[-1].bias)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x): return self.classifier(self.features(x))
 

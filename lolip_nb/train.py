@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda
 from .config import Config, AUGS, config_hash
 from .data import DATASETS, load_dataset
-from .defenses import LOSSES
+from .defenses import method_loss
 from .models import build_model
 
 # %% auto #0
@@ -92,6 +92,11 @@ def _save_checkpoint(path: Path, **state):
     "Write the checkpoint of a finished epoch atomically."
     atomic_torch_save(state, path)
 
+def _finite(tensors) -> bool:
+    "Whether every floating-point tensor of `tensors` is finite (one host read for all of them)."
+    flags = [torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
 def _load_checkpoint(path: Path, cfg: Config) -> dict:
     "The checkpoint at `path`, which must belong to `cfg`."
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
@@ -102,6 +107,9 @@ def _load_checkpoint(path: Path, cfg: Config) -> dict:
         diff = ', '.join(f'{k} {old.get(k)!r} -> {v!r}' for k, v in new.items() if old.get(k) != v)
         raise LolipError(f"checkpoint {path} belongs to another configuration ({diff}): "
                          f"use another output folder or delete the checkpoint")
+    if not _finite(ck.get('model', {}).values()):
+        raise LolipError(f"checkpoint {path} holds weights that are not finite (a diverged run): delete it to start this "
+                         f"run over, with a lower learning rate (lr={cfg.lr:g})")
     return ck
 
 # %% ../nbs/10_train.ipynb #3ed938a7
@@ -120,12 +128,13 @@ def _metrics(dev) -> dict:
 
 def _make_step(cfg: Config, model: nn.Module, opt, acc: dict):
     "One step on a batch: clean accuracy before the update, the method's loss, backward, optimizer step; metrics go into `acc` in place."
-    loss_fn, params, reduction = LOSSES[cfg.loss]
+    loss_fn, kw = method_loss(cfg.loss, cfg.form)
+    reduction = kw['reduction']
     def step(xb: Tensor, yb: Tensor):
         model.eval()
         with torch.no_grad(): acc['correct'].add_((model(xb).argmax(1) == yb).sum())
         model.train()
-        loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, reduction, **params)
+        loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, **kw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -215,6 +224,10 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
                             seconds=time.perf_counter() - t0))
         sched.step()
+        if not _finite(model.state_dict().values()):  # a finite last loss can still leave inf weights behind
+            kept = f"the checkpoint of epoch {epoch - 1} in {out_dir} is kept" if path is not None and epoch > 1 else "nothing was saved"
+            raise LolipError(f"the weights are not finite after epoch {epoch} ({cfg.loss}): lower the learning rate "
+                             f"(lr={cfg.lr:g}); {kept}")
         if path is not None:
             _save_checkpoint(path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                              rng=_rng_state(gens), epoch=epoch, history=history, config_hash=config_hash(cfg),
