@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lolip_nb.core import get_device, device_name, provenance, seed_all, atomic_write_json
 from lolip_nb.config import Config, parse_model_name
 from lolip_nb.data import load_dataset
-from lolip_nb.defenses import LOSSES
+from lolip_nb.defenses import method_loss
 from lolip_nb.models import build_model
 from lolip_nb.train import train, load_data, _optimizer
 from lolip_nb.attacks import pgd, attack_dataset, _auto_batch_size
@@ -54,7 +54,7 @@ def plain_epochs(cfg, dev, x, y, workers, epochs=1, sched=True):
     model = build_model(cfg.arch, 1, 10, 28).to(dev)
     opt = _optimizer(cfg, model.parameters())
     lr_sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
-    loss_fn, params, reduction = LOSSES[cfg.loss]
+    loss_fn, kw = method_loss(cfg.loss, cfg.form)
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=False)
     times = []
@@ -65,7 +65,7 @@ def plain_epochs(cfg, dev, x, y, workers, epochs=1, sched=True):
             for xb, yb in loader:
                 xb, yb = xb.to(dev), yb.to(dev)
                 model.train()
-                loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, reduction, **params)
+                loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, **kw)
                 opt.zero_grad(); loss.backward(); opt.step()
                 total += loss.item()
             if sched: lr_sched.step()

@@ -28,8 +28,15 @@ def _run_parser(p: argparse.ArgumentParser):
     p.add_argument('--norm', default='inf', help="threat model of attacks and defenses: inf (l-infinity) or 2 (l2)")
     p.add_argument('--eps', type=float, default=None, help="perturbation radius; default: the dataset's (MNIST 0.1, CIFAR-10/SVHN 0.031, Restricted ImageNet 0.005)")
     p.add_argument('--dataset', required=True, help="mnist, fashion_mnist, cifar10, svhn or restricted_imagenet (the original's resImgnet112v3 also works)")
-    p.add_argument('--model', required=True, help="the original's model name, [<aug>-]<loss>-tor-<arch>[-<hyper>], e.g. strades6ce-tor-CNN001")
-    p.add_argument('--attack', default='pgd', help="evaluation attack: pgd (10 steps of 2*eps/10) or multitarget")
+    p.add_argument('--model', required=True, help="the original's model name, [<aug>-]<loss>-tor-<arch>[-<hyper>], e.g. strades6ce-tor-CNN001 "
+                                                     "(the original code's arithmetic); add -paper for the method as its paper defines it")
+    p.add_argument('--attack', default='pgd', help="evaluation attack of the adversarial columns: pgd (10 steps of 2*eps/10), "
+                                                   "multitarget or autoattack")
+    p.add_argument('--autoattack', default='standard', choices=['standard', 'fast', 'none'],
+                   help="AutoAttack version of the adv_test_acc_aa column (standard: APGD-CE, APGD-T, FAB-T, Square; "
+                        "fast: APGD-CE and APGD-T with 3 targets); none skips it")
+    p.add_argument('--n-strong', type=_positive_int, default=None,
+                   help="run AutoAttack and the strong Lipschitz estimate on the first N test points only (default: all)")
     p.add_argument('--random_seed', type=int, default=0, help="seed of initialisation, shuffling and attacks")
     p.add_argument('--epochs', type=_positive_int, default=None, help="cap the number of training epochs (quick runs)")
     p.add_argument('--n-train', type=_positive_int, default=None, help="train on a deterministic subset of this many images")
@@ -46,6 +53,7 @@ def _run(a, command):
     from lolip_nb.core import get_device
     cfg = experiment_config(a.model, a.dataset, eps=a.eps, norm=a.norm, attack=a.attack, random_seed=a.random_seed,
                             epochs=a.epochs, n_train=a.n_train, n_test=a.n_test,
+                            autoattack=None if a.autoattack == 'none' else a.autoattack, n_strong=a.n_strong,
                             **({} if a.batch_size is None else dict(batch_size=a.batch_size)))
     get_device(a.device)
     out = Path(a.out) if a.out else run_dir(cfg, 'results', 'runs')
@@ -64,7 +72,7 @@ def _check_writable(folder: Path):
 
 # %% ../nbs/14_cli.ipynb #0a4bf3a4
 def _grid_parser(p):
-    p.add_argument('preset', help="quick, fashion, table2, table3, table4, table1, or a grid .json file")
+    p.add_argument('preset', help="quick, forms, fashion, table2, table3, table4, table1, or a grid .json file")
     p.add_argument('--jobs', type=_positive_int, default=1, help="jobs run at once on this machine (several small jobs can share a GPU)")
     p.add_argument('--root', default='results', help="results folder (default results/)")
     p.add_argument('--execute', default='auto', choices=['auto', 'papermill', 'process', 'streams'],

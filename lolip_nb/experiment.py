@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_experiment.ipynb #94d20da7
 from __future__ import annotations
-import errno, fcntl, json, os, time
+import errno, fcntl, json, math, os, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,7 +65,7 @@ def job_lock(folder):
 # %% ../nbs/11_experiment.ipynb #08d89f9d
 DATASET_ALIASES = {'fashion': 'fashion_mnist', 'fashionmnist': 'fashion_mnist', 'resImgnet112v3': 'restricted_imagenet',
                    'resimgnet': 'restricted_imagenet', 'restrictedimagenet': 'restricted_imagenet'}
-ATTACK_ALIASES = {'pgd': 'pgd', 'multitarget': 'multi_targeted', 'multi_targeted': 'multi_targeted'}
+ATTACK_ALIASES = {'pgd': 'pgd', 'multitarget': 'multi_targeted', 'multi_targeted': 'multi_targeted', 'autoattack': 'autoattack'}
 
 def experiment_config(model: str, dataset: str, eps: float | None = None, norm='inf', attack='pgd', random_seed: int = 0,
                       epochs: int | None = None, n_train: int | None = None, n_test: int | None = None,
@@ -83,19 +83,30 @@ def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, comma
                          save_model=False):
     "`run_experiment` as a generator that yields after every training step; its return value is the result."
     from lolip_nb.train import train_steps, load_data, _use_graphs
-    from lolip_nb.evaluate import evaluate
+    from lolip_nb.evaluate import evaluate, evaluation_protocol
     from lolip_nb.data import dataset_source
     out_dir = Path(out_dir)
-    if not force and (done := read_result(out_dir)) is not None: return done
+    if (done := read_result(out_dir)) is not None:
+        check(done.get('config_hash') == config_hash(cfg),
+              f"{out_dir} holds the result of another configuration ({done.get('name')}, {done.get('config_hash')}), not of "
+              f"{model_name(cfg)} ({config_hash(cfg)}): use another output folder, or delete that one to reuse it")
+        if not force: return done
     dev = get_device(device)
     t0 = time.perf_counter()
     data = load_data(cfg)
     model, history = yield from train_steps(cfg, out_dir=out_dir, device=dev, progress=progress, data=data)
     t1 = time.perf_counter()
     seed_all(cfg.seed)  # evaluation's random starts do not depend on how training consumed the generator (or on a resume)
-    metrics = evaluate(model, data[0], data[1], eps=cfg.eps, norm=cfg.norm, attack=cfg.attack, device=dev, progress=progress)
+    check(all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()),
+          f"the trained weights of {model_name(cfg)} are not finite (the run diverged): lower the learning rate (lr={cfg.lr:g}); "
+          f"delete {out_dir / 'checkpoint.pt'} to start over")
+    metrics = evaluate(model, data[0], data[1], eps=cfg.eps, norm=cfg.norm, attack=cfg.attack, autoattack=cfg.autoattack,
+                       n_strong=cfg.n_strong, device=dev, progress=progress)
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    check(not bad, f"{model_name(cfg)}: metric(s) {bad} are not finite, so no result is written; check the model and data")
     t2 = time.perf_counter()
-    result = dict(name=model_name(cfg), config=cfg.to_dict(), config_hash=config_hash(cfg), metrics=metrics,
+    result = dict(name=model_name(cfg), form=cfg.form, config=cfg.to_dict(), config_hash=config_hash(cfg), metrics=metrics,
+                  evaluation=evaluation_protocol(cfg.eps, cfg.norm, cfg.attack, cfg.autoattack, cfg.n_strong, len(data[1][0])),
                   history=history, timings=dict(train_s=t1 - t0, evaluate_s=t2 - t1, total_s=t2 - t0,
                                                 epoch_s=[h.get('seconds') for h in history]),
                   dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command),

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from .core import LolipError, check, atomic_write_json
 from .experiment import experiment_config, run_dir, read_result, job_lock, RESULT_FILE
+from .defenses import FORMS, forms_differ
 
 # %% auto #0
-__all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'SEVEN_METHODS', 'DATASETS_ALL', 'QUICK', 'PRESET_NAMES',
+__all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'DATASETS_ALL', 'QUICK', 'QUICK_PAPER_FORMS', 'PRESET_NAMES',
            'NOTEBOOKS', 'EXECUTED', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir', 'Outcome', 'run_job',
            'run_interleaved', 'run_grid', 'summary']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
                          epochs=(int, type(None)), n_train=(int, type(None)), n_test=(int, type(None)),
-                         milestones=(list, type(None)))
+                         milestones=(list, type(None)), autoattack=(str, type(None)), n_strong=(int, type(None)))
 SEPARATION_PARAMS = dict(dataset=str, norm=str, subset=(int, type(None)))
 
 @dataclass(frozen=True)
@@ -57,30 +58,53 @@ def job_dir(job: Job, root='results', group: str | None = None) -> Path:
 
 # %% ../nbs/12_runner.ipynb #7984b2aa
 TEN_METHODS = ('ce', 'tulipce', 'sllrce', 'advce', 'advbeta.5ce', 'advbetace', 'advbeta2ce', 'stradesce', 'strades3ce', 'strades6ce')
-SEVEN_METHODS = ('ce', 'tulipce', 'sllrce', 'advce', 'stradesce', 'strades3ce', 'strades6ce')
 DATASETS_ALL = ('mnist', 'fashion_mnist', 'cifar10', 'svhn', 'restricted_imagenet')
 
 # 1,500 training and 1,000 test images, 5 epochs of Adam at lr 1e-3 (divided by 10 for the last epoch): the paper's
-# SGD at lr 1e-4 barely moves in 5 epochs. Chosen so that the ten methods take about 15 minutes on 2 CPU cores.
-QUICK = dict(n_train=1500, n_test=1000, epochs=5, milestones=[4], hyper='-adam-lrem3')
+# SGD at lr 1e-4 barely moves in 5 epochs. AutoAttack's cheaper version and the strong Lipschitz estimate run on the
+# first `n_strong` test points. Chosen so that the twelve runs take about 15 minutes on 2 CPU cores.
+QUICK = dict(n_train=1500, n_test=1000, epochs=5, milestones=[4], hyper='-adam-lrem3', autoattack='fast', n_strong=200)
+QUICK_PAPER_FORMS = ('tulipce', 'sllrce')  # the two methods whose forms differ most, run in both forms
 
-def _exp(model, dataset, eps, **kw): return Job('experiment01', dict(model=model, dataset=dataset, eps=eps, norm='inf', attack='pgd', random_seed=0, **kw))
+def _exp(model, dataset, eps, **kw): return Job('experiment01', {**dict(model=model, dataset=dataset, eps=eps, norm='inf', attack='pgd', random_seed=0), **kw})
+
+def _both_forms(losses) -> list:
+    "(loss, form) pairs: each loss in its original form, and in its paper form where the original computes something else."
+    return [(m, f) for m in losses for f in (FORMS if forms_differ(m) else ('original',))]
+
+def _model(loss: str, rest: str, form: str = 'original') -> str:
+    "The model name of `loss` with the `rest` of the name ('-tor-CNN001...') in `form`."
+    return f'{loss}{rest}' + ('-paper' if form == 'paper' else '')
 
 def _presets() -> dict:
     q = QUICK
+    quick = [(m, 'original') for m in TEN_METHODS] + [(m, 'paper') for m in QUICK_PAPER_FORMS]
+    qexp = lambda m, f='original', **kw: _exp(_model(m, f"-tor-CNN001{q['hyper']}", f), 'fashion_mnist', 0.1, epochs=q['epochs'],
+                                             n_train=q['n_train'], n_test=q['n_test'], milestones=q['milestones'],
+                                             autoattack=q['autoattack'], n_strong=q['n_strong'], **kw)
     return {
-        'quick': [_exp(f"{m}-tor-CNN001{q['hyper']}", 'fashion_mnist', 0.1, epochs=q['epochs'], n_train=q['n_train'],
-                       n_test=q['n_test'], milestones=q['milestones']) for m in TEN_METHODS],
-        'fashion': [_exp(f'{m}-tor-CNN001', 'fashion_mnist', 0.1) for m in TEN_METHODS],
+        'quick': [qexp(m, f) for m, f in quick],
+        # the rest of the differences between the forms, on the quick settings (the book's fidelity chapter)
+        'forms': [qexp(m, 'paper') for m in ('advce', 'advbeta2ce', 'strades6ce')]
+               + [qexp('trades6ce', f) for f in FORMS] + [qexp('advce', attack='multitarget')],
+        'fashion': [_exp(_model(m, '-tor-CNN001', f), 'fashion_mnist', 0.1) for m, f in _both_forms(TEN_METHODS)],
+        # the original's grids (params.py mnistLip, cifarLip, resImgLips; scripts/Table4.sh), names as written there
         'table2': [_exp(f'{m}-tor-{a}', 'mnist', 0.1) for a in ('CNN001', 'CNN002') for m in TEN_METHODS],
-        'table3': [_exp(f'aug01-{m}-tor-WRN_40_10', 'cifar10', 0.031) for m in SEVEN_METHODS]
-                + [_exp(f'{m}-tor-ResNet50-adambs128', 'restricted_imagenet', 0.005) for m in SEVEN_METHODS],
-        'table4': [_exp(f'{aug}{m}-tor-WRN_40_10{d}', ds, 0.031) for ds, aug in (('svhn', ''), ('cifar10', 'aug01-'))
-                   for d in ('', '_drop20', '_drop50') for m in ('ce', 'advce', 'advbeta2ce', 'strades6ce')],
+        'table3': [_exp(f'aug01-{m}-tor-WRN_40_10', 'cifar10', 0.031) for m in
+                   ('ce', 'advbeta2ce', 'advbetace', 'advbeta.5ce', 'tulipce', 'stradesce', 'strades3ce', 'strades6ce')]
+                + [_exp(f'aug01-{m}-tor-WRN_40_10-lrem2', 'cifar10', 0.031) for m in ('advce', 'sllrce')]
+                + [_exp(f'{m}-tor-ResNet50-adambs128', 'restricted_imagenet', 0.005) for m in
+                   ('ce', 'advbeta2ce', 'advbetace', 'advbeta.5ce', 'stradesce', 'strades3ce', 'strades6ce', 'advce',
+                    'sllr36ce', 'tulipce')],
+        'table4': [_exp(f'{m}-tor-WRN_40_10{d}', 'svhn', 0.031) for d in ('', '_drop50')
+                   for m in ('ce', 'advbeta2ce', 'advce', 'strades3ce', 'strades6ce')]
+                + [_exp(f'aug01-{m}-tor-WRN_40_10{d}', 'cifar10', 0.031) for d in ('', '_drop20')
+                   for m in ('ce', 'advbeta2ce', 'strades3ce', 'strades6ce')]
+                + [_exp(f'aug01-advce-tor-WRN_40_10{d}-lrem2', 'cifar10', 0.031) for d in ('', '_drop20')],
         'table1': [Job('separation', dict(dataset=d, norm='inf', subset=None)) for d in DATASETS_ALL],
     }
 
-PRESET_NAMES = ('quick', 'fashion', 'table2', 'table3', 'table4', 'table1')
+PRESET_NAMES = ('quick', 'forms', 'fashion', 'table2', 'table3', 'table4', 'table1')
 
 # %% ../nbs/12_runner.ipynb #7658812a
 def grid_jobs(preset: str, epochs: int | None = None) -> tuple[str, list[Job]]:
@@ -98,7 +122,7 @@ def grid_jobs(preset: str, epochs: int | None = None) -> tuple[str, list[Job]]:
               f"grid file {path}: every job must be {{'kind': 'experiment01'|'separation', 'params': {{...}}}}")
         name, jobs = str(spec.get('name', path.stem)), [Job(j['kind'], j['params']) for j in spec['jobs']]
     else: raise LolipError(f"unknown preset {preset!r}: use one of {', '.join(PRESET_NAMES)} or a grid .json file")
-    if epochs is not None:  # a cap drops the preset's own milestones: the schedule is rescaled to the new length
+    if epochs is not None:  # a cap drops the preset's own milestones: the original's schedule for the new length applies
         jobs = [Job(j.kind, {**{k: v for k, v in j.params.items() if k != 'milestones'},
                              'epochs': min(epochs, j.params.get('epochs') or epochs)}) if j.kind == 'experiment01' else j
                 for j in jobs]

@@ -13,8 +13,9 @@ from .core import LolipError, check, _atomic
 from .experiment import iter_results
 
 # %% auto #0
-__all__ = ['METHOD_ORDER', 'METRICS', 'COLUMNS', 'method_name', 'results_frame', 'paper_results', 'paper_layout', 'format_table',
-           'plot_history', 'plot_lipschitz_vs_robustness', 'table_main', 'grid_epoch_estimate', 'benchmark_frames']
+__all__ = ['METHOD_ORDER', 'METRICS', 'PERCENT', 'TABLE_METRICS', 'COLUMNS', 'BLOG', 'method_name', 'method_label',
+           'results_frame', 'paper_results', 'paper_layout', 'format_table', 'plot_history',
+           'plot_lipschitz_vs_robustness', 'table_main', 'grid_epoch_estimate', 'benchmark_frames']
 
 # %% ../nbs/13_tables.ipynb #308da600
 from .defenses import METHOD_NAMES
@@ -25,52 +26,68 @@ def method_name(loss: str) -> str:
     return METHOD_NAMES.get(loss, loss)
 
 # %% ../nbs/13_tables.ipynb #ba154ecc
-METRICS = ['train_acc', 'test_acc', 'adv_train_acc', 'adv_test_acc', 'train_lip', 'test_lip', 'gap_acc', 'gap_adv_acc']
+# every metric a result may hold; fractions (accuracies and their differences) are shown in %
+METRICS = ['train_acc', 'test_acc', 'adv_train_acc', 'adv_test_acc', 'adv_train_acc_original', 'adv_test_acc_original',
+           'adv_test_acc_aa', 'pgd_aa_gap', 'train_lip', 'test_lip', 'train_lip_original', 'test_lip_original',
+           'test_lip_strong', 'lip_over_strong', 'gap_acc', 'gap_adv_acc', 'gap_adv_acc_original']
+PERCENT = {m for m in METRICS if 'acc' in m or m == 'pgd_aa_gap'}
+# the columns of `lolip table` and the book's tables, in order
+TABLE_METRICS = ['train_acc', 'test_acc', 'adv_train_acc', 'adv_test_acc', 'adv_test_acc_original', 'adv_test_acc_aa',
+                 'pgd_aa_gap', 'test_lip', 'test_lip_original', 'test_lip_strong', 'gap_acc', 'gap_adv_acc']
 COLUMNS = {'train_acc': 'train acc', 'test_acc': 'test acc', 'adv_train_acc': 'adv train acc', 'adv_test_acc': 'adv test acc',
-           'train_lip': 'train Lip', 'test_lip': 'test Lip', 'gap_acc': 'gap (clean)', 'gap_adv_acc': 'gap (adv)'}
+           'adv_train_acc_original': "adv train acc (original's count)", 'adv_test_acc_original': "adv test acc (original's count)",
+           'adv_test_acc_aa': 'AutoAttack test acc', 'pgd_aa_gap': 'PGD - AA', 'train_lip': 'train Lip', 'test_lip': 'test Lip',
+           'train_lip_original': "train Lip (original's search)", 'test_lip_original': "test Lip (original's search)",
+           'test_lip_strong': 'test Lip (strong)', 'lip_over_strong': 'Lip / strong', 'gap_acc': 'gap (clean)',
+           'gap_adv_acc': 'gap (adv)', 'gap_adv_acc_original': "gap (adv, original's count)"}
+
+def method_label(loss: str, form: str = 'original') -> str:
+    "The method's name in tables: the paper's name of `loss`, marked '(paper form)' for the paper form."
+    return method_name(loss) + (' (paper form)' if form == 'paper' else '')
 
 def results_frame(root='results', preset: str | None = None) -> pd.DataFrame:
     "One row per finished run under `root` (or `root/preset`): method, configuration, metrics (accuracies in %) and provenance."
     rows = []
     for folder, r in iter_results(root, preset):
         c, m, p = r['config'], r['metrics'], r.get('provenance', {})
-        rows.append(dict(method=method_name(c['loss']), model_name=r.get('name'), dataset=c['dataset'], arch=c['arch'],
-                         eps=c['eps'], epochs=c['epochs'], n_train=c.get('n_train'), n_test=c.get('n_test'),
-                         **{k: (100 * m[k] if 'acc' in k else m[k]) for k in METRICS},
+        form = c.get('form', 'original')
+        rows.append(dict(method=method_label(c['loss'], form), model_name=r.get('name'), form=form, dataset=c['dataset'],
+                         arch=c['arch'], eps=c['eps'], epochs=c['epochs'], n_train=c.get('n_train'), n_test=c.get('n_test'),
+                         **{k: (100 * m[k] if k in PERCENT else m[k]) if isinstance(m.get(k), (int, float)) else None
+                            for k in METRICS},
                          train_s=r.get('timings', {}).get('train_s'), device=p.get('device'), commit=p.get('commit'),
                          date=p.get('date'), command=p.get('command'), path=str(folder)))
-    df = pd.DataFrame(rows, columns=['method', 'model_name', 'dataset', 'arch', 'eps', 'epochs', 'n_train', 'n_test', *METRICS,
-                                     'train_s', 'device', 'commit', 'date', 'command', 'path'])
+    df = pd.DataFrame(rows, columns=['method', 'model_name', 'form', 'dataset', 'arch', 'eps', 'epochs', 'n_train', 'n_test',
+                                     *METRICS, 'train_s', 'device', 'commit', 'date', 'command', 'path'])
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return df.sort_values(['dataset', 'arch', 'method'], key=lambda s: s.map(order).fillna(99) if s.name == 'method' else s,
-                          ignore_index=True)
+    rank = lambda s: s.map(lambda v: order.get(v.replace(' (paper form)', ''), 99) + 0.5 * v.endswith('(paper form)'))
+    return df.sort_values(['dataset', 'arch', 'method'], key=lambda s: rank(s) if s.name == 'method' else s, ignore_index=True)
 
 # %% ../nbs/13_tables.ipynb #0904a0ed
+BLOG = 'https://ucsdml.github.io/jekyll/update/2020/05/04/adversarial-robustness-through-local-lipschitzness.html'
 _PAPER = {
-    'cifar10': ('CIFAR-10, WRN-40-10, eps 0.031 (paper)', False, {
+    'cifar10': ("CIFAR-10, WRN-40-10, eps 0.031 (the paper's, from the authors' blog post)", {
         'Natural': (100.00, 93.81, 0.00, 425.71), 'GR': (94.90, 80.74, 21.32, 28.53), 'LLR': (100.00, 91.44, 22.05, 94.68),
         'AT': (99.84, 83.51, 43.51, 26.23), 'TRADES(1)': (99.76, 84.96, 43.66, 28.01), 'TRADES(3)': (99.78, 85.55, 46.63, 22.42),
         'TRADES(6)': (98.93, 84.46, 48.58, 13.05)}),
-    'restricted_imagenet': ('Restricted ImageNet, ResNet-50 (paper)', False, {
+    'restricted_imagenet': ("Restricted ImageNet, ResNet-50 (the paper's, from the authors' blog post)", {
         'Natural': (97.72, 93.47, 7.89, 32228.51), 'GR': (91.12, 88.51, 62.14, 886.75), 'LLR': (98.76, 93.44, 52.65, 4795.66),
         'AT': (96.22, 90.33, 82.25, 287.97), 'TRADES(1)': (97.39, 92.27, 79.90, 2144.66), 'TRADES(3)': (95.74, 90.75, 82.28, 396.67),
         'TRADES(6)': (93.34, 88.92, 82.13, 200.90)}),
-    'mnist': ('MNIST, CNN001, eps 0.1 (paper; recalled, not verified)', True, {
-        'Natural': (None, 99.20, 59.83, 67.25), 'AT': (None, 99.31, 97.21, 8.84), 'TRADES(6)': (None, 97.54, 93.68, 2.87)}),
 }
 
 def paper_results(table: str) -> pd.DataFrame:
-    "The paper's reported numbers for `table` ('cifar10', 'restricted_imagenet' or 'mnist'), labelled as the paper's."
+    "The paper's reported numbers for `table` ('cifar10' or 'restricted_imagenet'), labelled as the paper's, with their source."
     check(table in _PAPER, f"no reported numbers for {table!r}: use one of {', '.join(_PAPER)}")
-    title, recalled, rows = _PAPER[table]
+    title, rows = _PAPER[table]
     df = pd.DataFrame([dict(method=k, train_acc=v[0], test_acc=v[1], adv_test_acc=v[2], test_lip=v[3]) for k, v in rows.items()])
-    df.attrs.update(source=title, recalled=recalled)
+    df.attrs.update(source=title, url=BLOG)
     return df
 
 # %% ../nbs/13_tables.ipynb #7b84a4b3
 def paper_layout(df: pd.DataFrame) -> pd.DataFrame:
     "`results_frame` rows as the paper lays them out: a row per method (and model), accuracies in %, Lipschitz constants."
-    cols = [c for c in METRICS if c in df.columns]
+    cols = [c for c in TABLE_METRICS if c in df.columns and df[c].notna().any()]
     keys = ['method'] + (['arch'] if df.get('arch') is not None and df['arch'].nunique() > 1 else []) \
          + (['dataset'] if df.get('dataset') is not None and df['dataset'].nunique() > 1 else [])
     out = df[keys + cols].rename(columns=COLUMNS)

@@ -153,10 +153,13 @@ def test_fashion_mnist_more_restarts_never_weaker(fashion_mlp):
 
 def test_fashion_mnist_evaluate(fashion_mlp):
     model, (xtr, ytr), (xte, yte) = fashion_mlp
-    r = evaluate(model, (xtr[:300], ytr[:300]), (xte[:300], yte[:300]), 0.1)
+    r = evaluate(model, (xtr[:300], ytr[:300]), (xte[:300], yte[:300]), 0.1, autoattack='fast', n_strong=100)
     assert r['adv_train_acc'] <= r['train_acc'] and r['adv_test_acc'] <= r['test_acc']
     assert r['test_acc'] > 0.7 and r['test_lip'] > 0 and r['train_lip'] > 0
     assert all(isinstance(v, float) for v in r.values())
+    # AutoAttack is at least as strong as PGD-10 on the same points, and the strong search finds larger ratios
+    assert r['pgd_aa_gap'] >= 0 and r['adv_test_acc_aa'] <= r['test_acc']
+    assert r['lip_over_strong'] <= 1.0 and r['test_lip_original'] < r['test_lip']
 
 
 def test_fast_evaluation_gives_the_plain_paths_numbers():

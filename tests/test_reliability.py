@@ -6,8 +6,9 @@ import pytest
 
 from conftest import lolip, BIN, TINY
 
+FAST = ['--autoattack', 'fast', '--n-strong', '16']  # AutoAttack's cheaper version on a few points
 RUN = ['run', '--dataset', 'fashion_mnist', '--model', 'ce-tor-CNN001', '--epochs', '1', '--n-train', '64', '--n-test', '32',
-       '--device', 'cpu', '--quiet']
+       '--device', 'cpu', '--quiet', *FAST]
 
 
 def _files(folder: Path):
@@ -89,7 +90,7 @@ def _wait_for(pred, timeout, proc=None):
 
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     argv = ['run', '--dataset', 'fashion_mnist', '--model', 'advce-tor-CNN001', '--epochs', '3', '--n-train', '256',
-            '--n-test', '64', '--device', 'cpu', '--quiet']
+            '--n-test', '64', '--device', 'cpu', '--quiet', *FAST]
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     whole = lolip(*argv, '--out', tmp_path / 'whole', env={'OMP_NUM_THREADS': '1'})
     assert whole.returncode == 0, whole.stderr
@@ -119,7 +120,7 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     out = tmp_path / 'run'
     env = {'OMP_NUM_THREADS': '1'}
     argv = ['run', '--dataset', 'fashion_mnist', '--epochs', '2', '--n-train', '64', '--n-test', '32', '--device', 'cpu',
-            '--quiet', '--out', out]
+            '--quiet', '--out', out, *FAST]
     proc = subprocess.Popen([str(BIN / 'lolip'), *map(str, argv), '--model', 'ce-tor-CNN001'],
                             env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _wait_for(lambda: (out / 'checkpoint.pt').exists(), 300, proc)

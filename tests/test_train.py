@@ -8,7 +8,7 @@ import lolip_nb.train as T
 from lolip_nb.config import Config, config_hash, model_name, parse_model_name
 from lolip_nb.core import LolipError
 from lolip_nb.data import load_dataset
-from lolip_nb.defenses import LOSSES, natural_loss
+from lolip_nb.defenses import FORMS, LOSSES, method_loss, natural_loss, training_loss
 from lolip_nb.models import build_model
 
 torch.set_num_threads(1)
@@ -97,22 +97,25 @@ def test_zero_weight_losses_are_cross_entropy(data, name, params):
     x, y = data[0][:16], data[1][:16]
     torch.manual_seed(0)
     net = build_model('CNN001', 1, 10, 28).eval()
-    fn, _, reduction = LOSSES[name]
-    torch.testing.assert_close(fn(net, x, y, 0.1, 'inf', reduction, **params), natural_loss(net, x, y))
+    for form in FORMS:
+        fn, kw = method_loss(name, form)
+        torch.testing.assert_close(fn(net, x, y, 0.1, 'inf', **{**kw, **params}), natural_loss(net, x, y))
 
 
 def test_every_loss_trains_a_step(data):
     x, y = data[0][:16], data[1][:16]
-    for name, (fn, params, reduction) in LOSSES.items():
-        torch.manual_seed(0)
-        net = build_model('CNN001', 1, 10, 28).train()
-        loss = fn(net, x, y, 0.1, 'inf', reduction, **params)
-        loss.backward()
-        assert math.isfinite(loss.item()), name
-        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters()), name
+    for name in LOSSES:
+        for form in FORMS:
+            torch.manual_seed(0)
+            net = build_model('CNN001', 1, 10, 28).train()
+            loss = training_loss(net, x, y, name, 0.1, form=form)
+            loss.backward()
+            assert math.isfinite(loss.item()), (name, form)
+            assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters()), (name, form)
 
 
-@pytest.mark.parametrize('name', ['strades6ce-tor-CNN001-adam-lrem3', 'sllrce-tor-CNN001', 'advce-tor-CNN001'])
+@pytest.mark.parametrize('name', ['strades6ce-tor-CNN001-adam-lrem3', 'sllrce-tor-CNN001', 'advce-tor-CNN001',
+                                  'sllrce-tor-CNN001-paper', 'tulipce-tor-CNN001'])
 def test_fast_path_gives_the_plain_paths_weights(data, name):
     "On a CPU, `train` (data on the device, no per-step host read, the deferred NaN check) equals a plain loop step for step."
     cfg = parse_model_name(name, 'fashion_mnist', epochs=2, milestones=(1,), n_train=96, batch_size=32)
@@ -123,14 +126,14 @@ def test_fast_path_gives_the_plain_paths_weights(data, name):
     opt = T._optimizer(cfg, plain.parameters())
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    loss_fn, params, reduction = LOSSES[cfg.loss]
+    loss_fn, kw = method_loss(cfg.loss, cfg.form)
     losses = []
     for _ in range(cfg.epochs):
         perm, total = torch.randperm(len(x), generator=shuffle), 0.0
         for i in range(0, len(x), cfg.batch_size):
             xb, yb = x[perm[i:i + cfg.batch_size]], y[perm[i:i + cfg.batch_size]]
             plain.train()
-            loss = loss_fn(plain, xb, yb, cfg.eps, cfg.norm, reduction, **params)
+            loss = loss_fn(plain, xb, yb, cfg.eps, cfg.norm, **kw)
             opt.zero_grad(); loss.backward(); opt.step()
             total += loss.item()                      # the plain path reads the loss back every step
         losses.append(total / len(x)); sched.step()
