@@ -350,6 +350,14 @@ def test_no_path_of_the_build_machine(site):
     assert not problems, '\n'.join(problems)
 
 
+def test_no_reference_to_private_notes(site):
+    "The book cites public sources only: no page sends readers to the project's own notes, which they do not have."
+    pattern = re.compile(r'PAPER(-SOURCES)?\.md|GPU-NOTES|ORIGINAL-CODE\.md|shared/reference')
+    problems = [f"{name}: ...{m.group(0)}..." for name in _all_pages()
+                if (m := pattern.search((HTML / name).read_text()))]
+    assert not problems, '\n'.join(problems)
+
+
 def test_citations_resolve(site):
     """Every citation links to an entry of the bibliography page, which lists every entry of book/references.bib;
     no citation is left as raw text."""
