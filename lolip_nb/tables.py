@@ -53,12 +53,13 @@ def results_frame(root='results', preset: str | None = None) -> pd.DataFrame:
         form = c.get('form', 'original')
         rows.append(dict(method=method_label(c['loss'], form), model_name=r.get('name'), form=form, dataset=c['dataset'],
                          arch=c['arch'], eps=c['eps'], epochs=c['epochs'], n_train=c.get('n_train'), n_test=c.get('n_test'),
+                         attack=c.get('attack', 'pgd'),
                          **{k: (100 * m[k] if k in PERCENT else m[k]) if isinstance(m.get(k), (int, float)) else None
                             for k in METRICS},
                          train_s=r.get('timings', {}).get('train_s'), device=p.get('device'), commit=p.get('commit'),
                          date=p.get('date'), command=p.get('command'), path=str(folder)))
     df = pd.DataFrame(rows, columns=['method', 'model_name', 'form', 'dataset', 'arch', 'eps', 'epochs', 'n_train', 'n_test',
-                                     *METRICS, 'train_s', 'device', 'commit', 'date', 'command', 'path'])
+                                     'attack', *METRICS, 'train_s', 'device', 'commit', 'date', 'command', 'path'])
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     rank = lambda s: s.map(lambda v: order.get(v.replace(' (paper form)', ''), 99) + 0.5 * v.endswith('(paper form)'))
     return df.sort_values(['dataset', 'arch', 'method'], key=lambda s: rank(s) if s.name == 'method' else s, ignore_index=True)
