@@ -25,7 +25,7 @@ from lolip_nb.data import load_dataset
 from lolip_nb.defenses import method_loss
 from lolip_nb.models import build_model
 from lolip_nb.train import train, load_data, _optimizer
-from lolip_nb.attacks import pgd, attack_dataset, _auto_batch_size
+from lolip_nb.attacks import pgd, attack_dataset, auto_batch_size
 from lolip_nb.evaluate import accuracy
 from lolip_nb.lipschitz import local_lipschitz
 from lolip_nb.runner import TEN_METHODS, QUICK, grid_jobs
@@ -237,7 +237,7 @@ def evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save):
     sp, so = 10000 / n_plain_eval, 10000 / n_eval
     ev = dict(plain_pgd_s=p_pgd * sp, ours_pgd_s=o_pgd * so, plain_lip_s=p_lip * sp, ours_lip_s=o_lip * so,
               pgd_speedup=p_pgd * sp / (o_pgd * so), lip_speedup=p_lip * sp / (o_lip * so),
-              batch_size=_auto_batch_size(model, xt, dev), ours_robust_acc=o_acc, ours_lip=o_l)
+              batch_size=auto_batch_size(model, xt, dev), ours_robust_acc=o_acc, ours_lip=o_l)
     out['evaluation'] = ev
     print(f'  eval  PGD-10     plain {ev["plain_pgd_s"]:8.2f} s   ours {ev["ours_pgd_s"]:8.3f} s   x{ev["pgd_speedup"]:6.1f}   (per 10,000 points; batch {ev["batch_size"]})')
     print(f'  eval  Lipschitz  plain {ev["plain_lip_s"]:8.2f} s   ours {ev["ours_lip_s"]:8.3f} s   x{ev["lip_speedup"]:6.1f}', flush=True)

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .core import LolipError, check, get_device
-from .perturb import ascend, norm_of, _eval_mode
+from .perturb import ascend, norm_of, eval_mode, check_inputs
 
 # %% auto #0
-__all__ = ['pgd', 'multi_targeted', 'memory_share', 'attack_dataset']
+__all__ = ['ATTACK_FUNCTIONS', 'pgd', 'multi_targeted', 'model_device', 'memory_share', 'auto_batch_size', 'batch_starts',
+           'as_tensors', 'attack_dataset']
 
 # %% ../nbs/05_attacks.ipynb #9a731ba8
 def _broken(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
@@ -30,23 +31,34 @@ def _keep_better(best, cand):
     take = (cs & ~bs) | ((cs == bs) & (cv > bv))
     return torch.where(take.view(-1, *[1] * (bx.dim() - 1)), cx, bx), bs | cs, torch.where(take, cv, bv)
 
-def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', steps: int = 10, step_size: float | None = None,
-        restarts: int = 1, target: Tensor | None = None, random_start: bool = True) -> Tensor:
+def pgd(model: nn.Module,                   # classifier returning logits (run in eval mode, its mode restored)
+        x: Tensor,                          # inputs (N, ...) in [0, 1]
+        y: Tensor,                          # true labels (N,)
+        eps: float,                         # radius of the ball
+        norm='inf',                         # 'inf' or '2'
+        steps: int = 10,                    # ascent steps per restart
+        step_size: float | None = None,     # alpha; None means 2 * eps / steps
+        restarts: int = 1,                  # random starts; each example keeps its worst case
+        target: Tensor | None = None,       # labels to move towards (targeted attack); None: untargeted
+        random_start: bool = True,          # start uniformly in the ball (else at x)
+       ) -> Tensor:
     "Projected gradient attack: maximise CE(f(x'), y), or minimise CE(f(x'), target); keeps each example's worst restart."
+    check_inputs(x)
     sign = 1.0 if target is None else -1.0
     label = y if target is None else target
     objective = lambda z: sign * F.cross_entropy(model(z), label, reduction='none')
     start = 'uniform' if random_start else 'none'
-    if restarts == 1: return ascend(x, objective, eps, norm, steps, step_size, start)
-    check(isinstance(restarts, int) and restarts >= 1, f"restarts must be an integer >= 1, got {restarts!r}")
-    best = None
-    for _ in range(restarts):
-        x_adv = ascend(x, objective, eps, norm, steps, step_size, start)
-        with torch.no_grad():
-            z = model(x_adv)
-            cand = (x_adv, _broken(z, y, target), sign * F.cross_entropy(z, label, reduction='none'))
-        best = cand if best is None else _keep_better(best, cand)
-    return best[0]
+    with eval_mode(model):  # dropout off and batch-norm statistics untouched, as torchattacks and AutoAttack do
+        if restarts == 1: return ascend(x, objective, eps, norm, steps, step_size, start)
+        check(isinstance(restarts, int) and restarts >= 1, f"restarts must be an integer >= 1, got {restarts!r}")
+        best = None
+        for _ in range(restarts):
+            x_adv = ascend(x, objective, eps, norm, steps, step_size, start)
+            with torch.no_grad():
+                z = model(x_adv)
+                cand = (x_adv, _broken(z, y, target), sign * F.cross_entropy(z, label, reduction='none'))
+            best = cand if best is None else _keep_better(best, cand)
+        return best[0]
 
 # %% ../nbs/05_attacks.ipynb #7e8986dd
 def multi_targeted(model: nn.Module,                 # classifier returning logits
@@ -60,12 +72,13 @@ def multi_targeted(model: nn.Module,                 # classifier returning logi
                   ) -> Tensor:
     "Targeted PGD toward every class; per input keep the target (not y) with the largest gain in its probability."
     check(select in ('success', 'original'), f"unknown select {select!r}: use 'success' or 'original'")
-    with torch.no_grad(): p0 = F.softmax(model(x), 1)
+    check_inputs(x)
+    with eval_mode(model), torch.no_grad(): p0 = F.softmax(model(x), 1)
     best = None
     for t in range(p0.shape[1]):
         target = torch.full_like(y, t)
         x_adv = pgd(model, x, y, eps, norm, steps, step_size, target=target)
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             z = model(x_adv)
             pt = F.softmax(z, 1)[:, t]
             gain = (pt - p0[:, t] if select == 'success' else pt).masked_fill(y == t, -math.inf)
@@ -75,7 +88,7 @@ def multi_targeted(model: nn.Module,                 # classifier returning logi
     return best[0]
 
 # %% ../nbs/05_attacks.ipynb #78bc37b9
-def _model_device(model: nn.Module, device=None) -> torch.device:
+def model_device(model: nn.Module, device=None) -> torch.device:
     "The device to compute on: `device` if given (the model is moved there), else the model's own device."
     if device is None:
         p = next(model.parameters(), None)
@@ -91,7 +104,7 @@ def _activation_bytes(model: nn.Module, x1: Tensor) -> int:
     for mod in model.modules():
         if not list(mod.children()): hooks.append(mod.register_forward_hook(hook))
     try:
-        with _eval_mode(model), torch.no_grad(): model(x1)  # eval: no BatchNorm statistics updated by the probe
+        with eval_mode(model), torch.no_grad(): model(x1)  # eval: no BatchNorm statistics updated by the probe
     finally:
         for h in hooks: h.remove()
     return total[0] + x1.numel() * x1.element_size()
@@ -111,22 +124,35 @@ def memory_share(jobs: int):
     try: yield
     finally: _SHARE.jobs = old
 
-def _auto_batch_size(model: nn.Module, x: Tensor, device: torch.device) -> int:
+def auto_batch_size(model: nn.Module, x: Tensor, device: torch.device) -> int:
     "Batch size for attacking `x` on `device`: 64 on CPU, from this thread's share of free GPU memory on CUDA."
     if device.type != 'cuda': return 64
     free, _ = torch.cuda.mem_get_info(device)
     return _batch_for(model, x[:1].to(device), free // getattr(_SHARE, 'jobs', 1))
 
-def _batches(n: int, batch_size: int, progress: bool, desc: str):
+def batch_starts(n: int, batch_size: int, progress: bool, desc: str):
     "Start indices of the batches, with a tqdm bar when `progress`."
     return tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False)
 
 # %% ../nbs/05_attacks.ipynb #17a1ffa0
-_ATTACKS = {'pgd': pgd, 'multi_targeted': multi_targeted}
+ATTACK_FUNCTIONS = {'pgd': pgd, 'multi_targeted': multi_targeted}
+
+def as_tensors(data, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    "`(x, y)` from tensors `data, y`, or from a DataLoader or any iterable of `(x, y)` (or `x`) batches, concatenated."
+    if torch.is_tensor(data): return data, y
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data): return data[0], data[1]
+    check(y is None, "labels come from the batches when the data is a DataLoader or an iterable: pass y=None")
+    try: batches = list(data)
+    except TypeError: raise LolipError(f"cannot read data of type {type(data).__name__}: give tensors (x, y), a DataLoader or an iterable of (x, y) batches") from None
+    check(batches, "the data yielded no batches")
+    if all(torch.is_tensor(b) for b in batches): return torch.cat(batches), None
+    check(all(isinstance(b, (tuple, list)) and len(b) >= 2 and torch.is_tensor(b[0]) for b in batches),
+          "every batch must be (x, y) tensors (or x alone)")
+    return torch.cat([b[0] for b in batches]), torch.cat([torch.as_tensor(b[1]) for b in batches])
 
 def attack_dataset(model: nn.Module,                 # classifier returning logits
-                   x: Tensor,                        # inputs (N, ...) in [0, 1], on any device
-                   y: Tensor,                        # true labels (N,)
+                   x,                                # inputs (N, ...) in [0, 1] on any device, or a DataLoader of (x, y)
+                   y: Tensor | None,                 # true labels (N,); None when x is a DataLoader
                    eps: float,                       # radius of the ball
                    attack: str = 'pgd',              # 'pgd' or 'multi_targeted'
                    norm='inf',                       # 'inf' or '2'
@@ -137,14 +163,16 @@ def attack_dataset(model: nn.Module,                 # classifier returning logi
                    desc: str | None = None,          # the progress bar's label (default: the attack's name)
                    **kw) -> tuple[Tensor, Tensor]:
     "Attack all of (x, y) in batches in eval mode; returns (x_adv, success) on the inputs' device."
-    check(attack in _ATTACKS, f"unknown attack {attack!r}: use one of {', '.join(_ATTACKS)}")
-    check(len(x) == len(y), f"x and y differ in length: {len(x)} vs {len(y)}")
-    norm, fn, dev = norm_of(norm), _ATTACKS[attack], _model_device(model, device)
+    check(attack in ATTACK_FUNCTIONS, f"unknown attack {attack!r}: use one of {', '.join(ATTACK_FUNCTIONS)}")
+    x, y = as_tensors(x, y)
+    check(y is not None and len(x) == len(y), f"need one label per input, got {len(x)} inputs and {None if y is None else len(y)} labels")
+    check_inputs(x)
+    norm, fn, dev = norm_of(norm), ATTACK_FUNCTIONS[attack], model_device(model, device)
     target = kw.pop('target', None)
     advs, wins = [], []
-    with _eval_mode(model):
-        bs = batch_size or _auto_batch_size(model, x, dev)
-        for i in _batches(len(x), bs, progress, desc or attack):
+    with eval_mode(model):
+        bs = batch_size or auto_batch_size(model, x, dev)
+        for i in batch_starts(len(x), bs, progress, desc or attack):
             xb, yb = x[i:i + bs].to(dev), y[i:i + bs].to(dev)
             tb = None if target is None else target[i:i + bs].to(dev)
             xa = fn(model, xb, yb, eps, norm, **kw) if tb is None else fn(model, xb, yb, eps, norm, target=tb, **kw)

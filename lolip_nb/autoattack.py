@@ -10,8 +10,8 @@ import torch
 from torch import nn, Tensor
 
 from .core import check
-from .perturb import norm_of, _eval_mode
-from .attacks import _auto_batch_size, _model_device
+from .perturb import norm_of, eval_mode, check_inputs
+from .attacks import auto_batch_size, model_device, as_tensors
 
 # %% auto #0
 __all__ = ['AA_VERSIONS', 'autoattack']
@@ -23,8 +23,8 @@ AA_VERSIONS = {
 }
 
 def autoattack(model: nn.Module,                 # classifier returning logits
-               x: Tensor,                        # inputs (N, ...) in [0, 1], on any device
-               y: Tensor,                        # true labels (N,)
+               x,                                # inputs (N, ...) in [0, 1] on any device, or a DataLoader of (x, y)
+               y: Tensor | None,                 # true labels (N,); None when x is a DataLoader
                eps: float,                       # radius of the ball
                norm='inf',                       # 'inf' or '2'
                version: str = 'standard',        # 'standard' or 'fast' (see `AA_VERSIONS`)
@@ -35,13 +35,16 @@ def autoattack(model: nn.Module,                 # classifier returning logits
     "AutoAttack on all of (x, y) in eval mode; returns (x_adv, success) like `attack_dataset` (a clean mistake counts as broken)."
     from pyautoattack import AutoAttack
     check(version in AA_VERSIONS, f"unknown AutoAttack version {version!r}: use one of {', '.join(AA_VERSIONS)}")
-    check(len(x) == len(y) and len(x) > 0, f"need as many labels as inputs (and at least one), got {len(x)} and {len(y)}")
-    norm, dev = norm_of(norm), _model_device(model, device)
+    x, y = as_tensors(x, y)
+    check(y is not None and len(x) == len(y) and len(x) > 0, f"need as many labels as inputs (and at least one), got {len(x)} and {len(y)}")
+    norm, dev = norm_of(norm), model_device(model, device)
+    check_inputs(x)
     spec = AA_VERSIONS[version]
-    with _eval_mode(model):
+    with eval_mode(model):
         with torch.no_grad(): k = model(x[:1].to(dev)).shape[1]
         check(k >= 4, f"AutoAttack's targeted attacks (DLR loss) need at least 4 classes, the model has {k}: use PGD")
-        bs = batch_size or _auto_batch_size(model, x, dev)
+        # FAB-T differentiates every class at once: keep automatic batches to a quarter of what one backward pass allows
+        bs = batch_size or max(1, auto_batch_size(model, x, dev) // (4 if dev.type == 'cuda' else 1))
         aa = AutoAttack(model, attacks=spec['attacks'] if version != 'standard' else None, device=dev, eps=eps,
                         norm='Linf' if norm == 'inf' else 'L2', seed=seed, version='custom' if version != 'standard' else 'standard')
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = min(spec['apgd_t_targets'], k - 1)

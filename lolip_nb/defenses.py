@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import LolipError, check
-from .perturb import ascend, norm_of, _eval_mode
+from .perturb import ascend, norm_of, eval_mode
 
 # %% auto #0
 __all__ = ['FORMS', 'AT_ORIGINAL', 'RST_ORIGINAL', 'TRADES_ORIGINAL', 'LLR_ORIGINAL', 'GR_ORIGINAL', 'LOSSES', 'METHOD_NAMES',
@@ -33,41 +33,53 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).flatten(1).sum(1)
 
 # %% ../nbs/08_defenses.ipynb #16bbe77c
-def natural_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float | None = None, norm='inf', reduction: str = 'sum') -> Tensor:
+def natural_loss(model: nn.Module,          # classifier returning logits
+                 x: Tensor,                 # a batch of inputs in [0, 1]
+                 y: Tensor,                 # its labels
+                 eps: float | None = None,  # unused (every loss takes the same arguments)
+                 norm='inf',                # unused
+                 reduction: str = 'sum',    # 'sum' over the batch, the original's choice (its learning rates assume it), or 'mean'
+                ) -> Tensor:
     "Cross-entropy on the clean inputs (`eps` and `norm` are unused)."
     return _reduce(_ce(model, x, y), reduction)
 
 # %% ../nbs/08_defenses.ipynb #1e795c2a
 def _pgd_ce(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', attack_mode: str = 'eval',
-            start: str = 'uniform', rule: str = 'steepest') -> Tensor:
-    "AT's adversarial example: PGD on the cross-entropy, 10 steps of eps/5 from a random start, the model in `attack_mode`."
+            start: str = 'uniform', rule: str = 'steepest', steps: int = 10, step_size: float | None = None) -> Tensor:
+    "AT's adversarial example: PGD on the cross-entropy, `steps` steps of eps/5 from a random start, the model in `attack_mode`."
     check(attack_mode in ('eval', 'train'), f"unknown attack_mode {attack_mode!r}: use 'eval' or 'train'")
-    search = lambda: ascend(x, lambda xa: _ce(model, xa, y), eps, norm, steps=10, step_size=eps / 5, start=start, rule=rule)
+    alpha = eps / 5 if step_size is None else step_size
+    search = lambda: ascend(x, lambda xa: _ce(model, xa, y), eps, norm, steps=steps, step_size=alpha, start=start, rule=rule)
     if attack_mode == 'train': return search()  # the model as the training step left it: dropout on, batch statistics
-    with _eval_mode(model): return search()
+    with eval_mode(model): return search()
 
 def at_loss(model: nn.Module,            # classifier returning logits, in train mode during training
             x: Tensor,                   # inputs (N, ...) in [0, 1]
             y: Tensor,                   # labels (N,)
             eps: float,                  # radius of the ball
             norm='inf',                  # 'inf' or '2'
-            reduction: str = 'sum',      # 'sum' over the batch (the original's) or 'mean'
+            reduction: str = 'sum',      # 'sum' over the batch, the original's choice (its learning rates assume it), or 'mean'
             attack_mode: str = 'eval',   # model mode during PGD: 'eval' (paper form) or 'train' (original form)
             start: str = 'uniform',      # PGD's start: 'uniform' (paper form) or 'cube' (original form; differs for l2)
             rule: str = 'steepest',      # PGD's step: 'steepest' or 'clamp_first' (original form; differs for l2)
+            steps: int = 10,             # PGD steps of the inner attack
+            step_size: float | None = None,  # its step; None means eps / 5, the paper's
            ) -> Tensor:
     "Adversarial training (Madry et al.): cross-entropy on PGD adversarial examples only."
-    return _reduce(_ce(model, _pgd_ce(model, x, y, eps, norm, attack_mode, start, rule), y), reduction)
+    return _reduce(_ce(model, _pgd_ce(model, x, y, eps, norm, attack_mode, start, rule, steps, step_size), y), reduction)
 
-def rst_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum',
+def rst_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf',
+             reduction: str = 'sum',      # 'sum' over the batch (the original's) or 'mean'
              lam: float = 1.0,            # weight of the adversarial cross-entropy
              attack_mode: str = 'eval',   # as in `at_loss`
              start: str = 'uniform',      # as in `at_loss`
              rule: str = 'steepest',      # as in `at_loss`
              adv_first: bool = False,     # forward x_adv before x (the original's order)
+             steps: int = 10,             # PGD steps of the inner attack
+             step_size: float | None = None,  # its step; None means eps / 5
             ) -> Tensor:
     "RST(lam): clean cross-entropy plus `lam` times the cross-entropy on PGD adversarial examples."
-    x_adv = _pgd_ce(model, x, y, eps, norm, attack_mode, start, rule)
+    x_adv = _pgd_ce(model, x, y, eps, norm, attack_mode, start, rule, steps, step_size)
     if adv_first: l_adv = _ce(model, x_adv, y); l = _ce(model, x, y)
     else: l = _ce(model, x, y); l_adv = _ce(model, x_adv, y)
     return _reduce(l + lam * l_adv, reduction)
@@ -78,24 +90,28 @@ def _kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     logp, logq = F.log_softmax(logits_p, 1), F.log_softmax(logits_q, 1)
     return (logp.exp() * (logp - logq)).sum(1)
 
-def _trades_adv(model: nn.Module, x: Tensor, eps: float, norm='inf', start: str = 'normal', rule: str = 'steepest') -> Tensor:
-    "TRADES' x': maximise the KL to the clean prediction, 10 steps of 2*eps/10 from x + 0.001*N(0,1), eval mode."
-    with _eval_mode(model):
+def _trades_adv(model: nn.Module, x: Tensor, eps: float, norm='inf', start: str = 'normal', rule: str = 'steepest',
+                steps: int = 10, step_size: float | None = None) -> Tensor:
+    "TRADES' x': maximise the KL to the clean prediction, `steps` steps of 2*eps/steps from x + 0.001*N(0,1), eval mode."
+    with eval_mode(model):
         with torch.no_grad(): p = F.softmax(model(x), 1)
         # KL(p || q) = CE(q; p) - H(p): same gradient in x', and the soft-label cross-entropy is fewer kernels a step
-        return ascend(x, lambda xa: F.cross_entropy(model(xa), p, reduction='none'), eps, norm, steps=10,
-                      step_size=2 * eps / 10, start=start, noise=0.001, rule=rule)
+        return ascend(x, lambda xa: F.cross_entropy(model(xa), p, reduction='none'), eps, norm, steps=steps,
+                      step_size=2 * eps / steps if step_size is None else step_size, start=start, noise=0.001, rule=rule)
 
-def trades_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum',
+def trades_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf',
+                reduction: str = 'sum',           # 'sum' over the batch (the original's `strades*ce`) or 'mean' (Zhang et al.'s)
                 beta: float = 1.0,                # weight of the KL term
                 start: str = 'normal',            # 'normal' (projected; paper form) or 'normal_raw' (original form)
                 kl_target: str = 'same',          # softmax f(x) from the cross-entropy's forward, or a 'separate' one
                 kl_reduction: str | None = None,  # None: as `reduction`; the original's `trades*ce` use 'mean'
                 l2_rule: str = 'steepest',        # the l2 search's step: 'steepest' or 'renorm' (original form)
+                steps: int = 10,                  # steps of the inner maximisation (the original's K20 names: 20)
+                step_size: float | None = None,   # its step; None means 2 * eps / steps
                ) -> Tensor:
     "TRADES(beta): clean cross-entropy plus `beta` times the KL between the clean and the worst nearby prediction."
     check(kl_target in ('same', 'separate'), f"unknown kl_target {kl_target!r}: use 'same' or 'separate'")
-    x_adv = _trades_adv(model, x, eps, norm, start, l2_rule if norm_of(norm) == '2' else 'steepest')
+    x_adv = _trades_adv(model, x, eps, norm, start, l2_rule if norm_of(norm) == '2' else 'steepest', steps, step_size)
     logits = model(x)
     logits_adv = model(x_adv)
     target = logits if kl_target == 'same' else model(x)
@@ -105,36 +121,46 @@ def trades_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', 
 
 # %% ../nbs/08_defenses.ipynb #bac4a24e
 def _llr_adv(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', start: str = 'uniform',
-             rule: str = 'steepest', input_grad: bool = True, clean_term: bool = True) -> Tensor:
-    "LLR's x + delta*: maximise the deviation from linearity, 2 steps of eps/2, eval mode."
-    with _eval_mode(model):
+             rule: str = 'steepest', input_grad: bool = True, clean_term: bool = True, steps: int = 2,
+             step_size: float | None = None) -> Tensor:
+    "LLR's x + delta*: maximise the deviation from linearity, `steps` steps of eps/2, eval mode."
+    with eval_mode(model):
         x0 = x.detach().requires_grad_(input_grad)
         l0 = _ce(model, x0, y) if clean_term or input_grad else None
         g0 = torch.autograd.grad(l0.sum(), x0)[0] if input_grad else None
         base = lambda xa: (l0.detach() if clean_term else 0) + (_dot(xa - x, g0) if input_grad else 0)
-        return ascend(x, lambda xa: (_ce(model, xa, y) - base(xa)).abs(), eps, norm, steps=2, step_size=eps / 2,
-                      start=start, rule=rule)
+        return ascend(x, lambda xa: (_ce(model, xa, y) - base(xa)).abs(), eps, norm, steps=steps,
+                      step_size=eps / 2 if step_size is None else step_size, start=start, rule=rule)
 
-def llr_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', start: str = 'uniform',
-              rule: str = 'steepest', input_grad: bool = True, clean_term: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+def llr_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf',
+              start: str = 'uniform',       # as in `llr_loss`
+              rule: str = 'steepest',       # as in `llr_loss`
+              input_grad: bool = True,      # as in `llr_loss`
+              clean_term: bool = True,      # as in `llr_loss`
+              steps: int = 2,               # steps of the search for delta*
+              step_size: float | None = None,  # its step; None means eps / 2
+             ) -> tuple[Tensor, Tensor, Tensor]:
     "LLR's three per-example terms: (l(x), gamma, |delta* . grad l(x)|), each carrying gradient as the loss uses it."
-    x_adv = _llr_adv(model, x, y, eps, norm, start, rule, input_grad, clean_term)
+    x_adv = _llr_adv(model, x, y, eps, norm, start, rule, input_grad, clean_term, steps, step_size)
     x = x.detach().requires_grad_(input_grad)
     l = _ce(model, x, y)
     lin = _dot(x_adv - x.detach(), torch.autograd.grad(l.sum(), x, create_graph=True)[0]) if input_grad else torch.zeros_like(l)
     gamma = (_ce(model, x_adv, y) - (l if clean_term else 0) - lin).abs()
     return l, gamma, lin.abs()
 
-def llr_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf', reduction: str = 'sum',
+def llr_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm='inf',
+             reduction: str = 'sum',        # 'sum' over the batch (the original's `sllrce`) or 'mean'
              lam: float = 4.0,              # weight of the deviation from linearity gamma
              mu: float = 3.0,               # weight of |delta* . grad l|
              start: str = 'uniform',        # search start: 'uniform' (paper form) or 'normal_raw' (original form)
              rule: str = 'steepest',        # search step: 'steepest' (sign) or 'renorm' (original form)
              input_grad: bool = True,       # use grad_x l(x) (paper form); False: it is 0, as in the original
              clean_term: bool = True,       # l(x) inside gamma (paper form); False: left out, as in the original
+             steps: int = 2,                # steps of the search for delta*
+             step_size: float | None = None,  # its step; None means eps / 2
             ) -> Tensor:
     "LLR(lam, mu): cross-entropy plus `lam` times the local deviation from linearity plus `mu` times |delta* . grad l|."
-    l, gamma, lin = llr_terms(model, x, y, eps, norm, start, rule, input_grad, clean_term)
+    l, gamma, lin = llr_terms(model, x, y, eps, norm, start, rule, input_grad, clean_term, steps, step_size)
     return _reduce(l + lam * gamma + mu * lin, reduction)
 
 # %% ../nbs/08_defenses.ipynb #0966bc2f
@@ -142,7 +168,10 @@ def _counted(t: Tensor, times: int) -> Tensor:
     "`t` with its value unchanged and its gradient multiplied by `times`."
     return t if times == 1 else times * t - (times - 1) * t.detach()
 
-def gr_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float | None = None, norm='inf', reduction: str = 'sum',
+def gr_loss(model: nn.Module, x: Tensor, y: Tensor,
+            eps: float | None = None,  # unused (GR has no ball)
+            norm='inf',                # unused
+            reduction: str = 'sum',    # 'sum' over the batch (the original's) or 'mean'
             lam: float = 1.0,     # weight of the squared finite difference (over 2)
             h: float = 1.0,       # finite-difference step along the normalised input gradient
             ce_grad: int = 1,     # times the cross-entropy's gradient reaches the weights (the original: 2)
@@ -204,7 +233,9 @@ def forms_differ(loss: str) -> bool:
     "Whether the original code computes `loss` differently from its paper (so both forms are worth running)."
     return LOSSES[loss]['original'] != LOSSES[loss]['paper']
 
-def method_loss(loss: str, form: str = 'original') -> tuple:
+def method_loss(loss: str,                # the original's loss name, e.g. 'strades6ce'
+                form: str = 'original',   # 'original' or 'paper'
+               ) -> tuple:
     "`(function, keyword arguments)` of the loss name `loss` in `form` ('original' or 'paper'), reduction included."
     check(loss in LOSSES, f"unknown loss {loss!r}: use one of {list(LOSSES)}")
     check(form in FORMS, f"unknown form {form!r}: use 'original' (the published code's arithmetic) or 'paper'")

@@ -8,8 +8,8 @@ import torch
 from torch import nn, Tensor
 
 from .core import check, configure_cuda
-from .perturb import norm_of
-from .attacks import attack_dataset, _ATTACKS, _auto_batch_size, _batches, _eval_mode, _model_device
+from .perturb import norm_of, check_inputs
+from .attacks import attack_dataset, as_tensors, ATTACK_FUNCTIONS, auto_batch_size, batch_starts, eval_mode, model_device
 from .autoattack import AA_VERSIONS, autoattack as _autoattack  # `autoattack` is evaluate's argument
 from .lipschitz import local_lipschitz, local_lipschitz_original, strong_search
 
@@ -23,14 +23,20 @@ def predict(model: nn.Module,                 # classifier returning logits
             device=None,                      # where to compute; None: the model's device
            ) -> Tensor:
     "The predicted class of every input, in eval mode, on the inputs' device."
-    dev = _model_device(model, device)
-    bs = batch_size or 4 * _auto_batch_size(model, x, dev)  # no backward pass: bigger batches fit
-    with _eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + bs].to(dev)).argmax(1).to(x.device) for i in _batches(len(x), bs, False, 'predict')])
+    dev = model_device(model, device)
+    bs = batch_size or 4 * auto_batch_size(model, x, dev)  # no backward pass: bigger batches fit
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model(x[i:i + bs].to(dev)).argmax(1).to(x.device) for i in batch_starts(len(x), bs, False, 'predict')])
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None = None, device=None) -> float:
+def accuracy(model: nn.Module,                # classifier returning logits
+             x,                               # inputs (N, ...), or a DataLoader of (x, y) batches
+             y: Tensor | None,                # labels (N,); None when x is a DataLoader
+             batch_size: int | None = None,   # None: from the device
+             device=None,                     # where to compute; None: the model's device
+            ) -> float:
     "Fraction of (x, y) that `model` classifies correctly, in eval mode."
-    check(len(x) == len(y) and len(x) > 0, f"need as many labels as inputs (and at least one), got {len(x)} and {len(y)}")
+    x, y = as_tensors(x, y)
+    check(y is not None and len(x) == len(y) and len(x) > 0, f"need as many labels as inputs (and at least one), got {len(x)} and {len(y)}")
     return (predict(model, x, batch_size, device) == y.to(x.device)).double().mean().item()
 
 # %% ../nbs/07_evaluate.ipynb #0b5dc0e1
@@ -72,8 +78,8 @@ def _adversarial(model, x, y, eps, norm, attack, autoattack, clean_ok, batch_siz
 def _mean(flags: Tensor) -> float: return flags.double().mean().item()
 
 def evaluate(model: nn.Module,                         # classifier returning logits
-             train: tuple[Tensor, Tensor],             # (x, y) of the training set
-             test: tuple[Tensor, Tensor],              # (x, y) of the test set
+             train,                                    # (x, y) of the training set, or a DataLoader of (x, y) batches
+             test,                                     # (x, y) of the test set, or a DataLoader of (x, y) batches
              eps: float,                               # radius of the ball
              norm='inf',                               # 'inf' or '2'
              attack: str = 'pgd',                      # 'pgd', 'multi_targeted' or 'autoattack' for the adv columns
@@ -84,14 +90,17 @@ def evaluate(model: nn.Module,                         # classifier returning lo
              progress: bool = False,                   # progress bars
             ) -> dict:
     "Clean and adversarial accuracy (both counts) and local Lipschitz constants (three searches) on train and test, and the gaps."
-    check(attack in (*_ATTACKS, 'autoattack'), f"unknown attack {attack!r}: use one of {', '.join((*_ATTACKS, 'autoattack'))}")
+    check(attack in (*ATTACK_FUNCTIONS, 'autoattack'), f"unknown attack {attack!r}: use one of {', '.join((*ATTACK_FUNCTIONS, 'autoattack'))}")
     check(autoattack is None or autoattack in AA_VERSIONS, f"unknown AutoAttack version {autoattack!r}: use one of {', '.join(AA_VERSIONS)} or None")
-    norm, dev = norm_of(norm), _model_device(model, device)
+    norm, dev = norm_of(norm), model_device(model, device)
     if dev.type == 'cuda': configure_cuda()
     model.eval()
     lip_kw = {} if norm == 'inf' else {'step_size': 'auto'}
     out = {}
-    for split, (x, y) in (('train', train), ('test', test)):
+    for split, data in (('train', train), ('test', test)):
+        x, y = as_tensors(data)
+        check(y is not None and len(x) == len(y) and len(x) > 0, f"the {split} data needs labels, one per input")
+        check_inputs(x, f'the {split} inputs')
         if dev.type == 'cuda': x, y = x.to(dev), y.to(dev)  # copied once, not once per measurement and batch
         clean_ok = predict(model, x, batch_size, device) == y.to(x.device)
         out[f'{split}_acc'] = _mean(clean_ok)

@@ -10,8 +10,8 @@ import torch
 from torch import nn, Tensor
 
 from .core import check
-from .perturb import ascend, norm_of
-from .attacks import _auto_batch_size, _batches, _eval_mode, _model_device
+from .perturb import ascend, norm_of, check_inputs
+from .attacks import auto_batch_size, batch_starts, eval_mode, model_device, as_tensors
 
 # %% auto #0
 __all__ = ['local_lipschitz', 'strong_search', 'local_lipschitz_original']
@@ -28,11 +28,12 @@ def _ratio(model: nn.Module, x: Tensor, fx: Tensor, norm: str, shift: float = 0.
 
 def _estimate(model, x, eps, norm, device, batch_size, progress, desc, search):
     "Mean and per-example values of `search(xb, fx) -> values` over batches of `x`, in eval mode."
-    dev = _model_device(model, device)
-    bs = batch_size or _auto_batch_size(model, x, dev)
+    x = check_inputs(as_tensors(x)[0])
+    dev = model_device(model, device)
+    bs = batch_size or auto_batch_size(model, x, dev)
     vals = []
-    with _eval_mode(model):
-        for i in _batches(len(x), bs, progress, desc):
+    with eval_mode(model):
+        for i in batch_starts(len(x), bs, progress, desc):
             xb = x[i:i + bs].to(dev)
             with torch.no_grad(): fx = model(xb)
             vals.append(search(xb, fx).to(x.device))
@@ -40,7 +41,7 @@ def _estimate(model, x, eps, norm, device, batch_size, progress, desc, search):
     return vals.mean().item(), vals
 
 def local_lipschitz(model: nn.Module,              # classifier returning logits
-                    x: Tensor,                     # inputs (N, ...) in [0, 1], on any device
+                    x,                             # inputs (N, ...) in [0, 1] on any device, or a DataLoader of batches
                     eps: float,                    # radius of the ball
                     norm='inf',                    # 'inf' or '2' (the ball and the denominator)
                     steps: int = 10,               # ascent steps per restart
@@ -71,7 +72,7 @@ def strong_search(eps: float, steps: int = 20, restarts: int = 10) -> dict:
     return dict(steps=steps, step_size=sizes, restarts=restarts, start='uniform', keep_best=True)
 
 def local_lipschitz_original(model: nn.Module,              # classifier returning logits
-                             x: Tensor,                     # inputs (N, ...) in [0, 1], on any device
+                             x,                             # inputs (N, ...) in [0, 1] on any device, or a DataLoader
                              eps: float,                    # radius of the l-inf clip
                              norm='inf',                    # denominator: 'inf' or '2' (the clip is l-inf for both)
                              steps: int = 10,               # the original's perturb_steps

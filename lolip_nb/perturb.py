@@ -14,12 +14,13 @@ from torch import Tensor
 from .core import LolipError, check
 
 # %% auto #0
-__all__ = ['STARTS', 'RULES', 'norm_of', 'project', 'random_start', 'ascend']
+__all__ = ['STARTS', 'RULES', 'norm_of', 'project', 'random_start', 'ascend', 'eval_mode', 'check_inputs']
 
 # %% ../nbs/04_perturb.ipynb #e242b9c5
 _NORMS = {'inf': 'inf', 'linf': 'inf', 'l_inf': 'inf', 'Linf': 'inf', '2': '2', 'l2': '2', 'L2': '2'}
 
-def norm_of(norm) -> str:
+def norm_of(norm,  # 'inf', 'linf', 'Linf', float('inf'), '2', 'l2' or 2
+           ) -> str:
     "Normalise `norm` ('inf', 'linf', float('inf'), '2', 'l2', 2) to `'inf'` or `'2'`."
     if isinstance(norm, (int, float)) and not isinstance(norm, bool):
         if math.isinf(norm) and norm > 0: return 'inf'
@@ -36,7 +37,11 @@ def _l2(delta: Tensor) -> Tensor:
     "Per-example l2 norm of `delta` (N, ...) as a (N,) tensor."
     return delta.flatten(1).norm(p=2, dim=1)
 
-def project(x_adv: Tensor, x: Tensor, eps: float, norm='inf') -> Tensor:
+def project(x_adv: Tensor,   # points to move (N, ...)
+            x: Tensor,       # the centres of the balls (N, ...), in [0, 1]
+            eps: float,      # radius
+            norm='inf',      # 'inf' or '2'
+           ) -> Tensor:
     "Map `x_adv` into the `norm`-ball of radius `eps` around `x`, then clip to [0, 1]."
     norm, delta = norm_of(norm), x_adv - x
     if norm == 'inf': delta = delta.clamp(-eps, eps)
@@ -61,7 +66,12 @@ def _start(x: Tensor, eps: float, norm: str, start: str, noise: float) -> tuple[
         delta = g * _per_example(r / _l2(g).clamp_min(1e-12), x)
     return project(x + delta, x, eps, norm), None
 
-def random_start(x: Tensor, eps: float, norm='inf', start: str = 'uniform', noise: float = 0.001) -> Tensor:
+def random_start(x: Tensor,               # the centres (N, ...), in [0, 1]
+                 eps: float,              # radius
+                 norm='inf',              # 'inf' or '2'
+                 start: str = 'uniform',  # one of `STARTS`
+                 noise: float = 0.001,    # sigma of the 'normal' starts
+                ) -> Tensor:
     "A starting point near `x`: `'uniform'` in the ball, `'normal'` (x + noise*N(0,1)), `'none'`, `'normal_raw'` (not projected) or `'cube'`."
     return _start(x, eps, norm_of(norm), start, noise)[0]
 
@@ -153,9 +163,22 @@ def ascend(x: Tensor,                                  # inputs (N, ...) in [0, 
 
 # %% ../nbs/04_perturb.ipynb #bd080bdd
 @contextmanager
-def _eval_mode(model):
+def eval_mode(model):
     "Run the block with `model` in eval mode, then restore its previous mode."
     was = model.training
     model.eval()
     try: yield model
     finally: model.train(was)
+
+# %% ../nbs/04_perturb.ipynb #282a5ac9
+def check_inputs(x: Tensor,          # inputs that should lie in [0, 1]
+                 name: str = 'x',    # how the error message calls them
+                ) -> Tensor:
+    "`x` itself, after checking that it is a floating-point tensor in [0, 1]; otherwise one line saying how to fix it."
+    check(torch.is_tensor(x) and x.is_floating_point(), f"{name} must be a floating-point tensor of images, got {type(x).__name__}"
+          + (f" of {x.dtype}" if torch.is_tensor(x) else ''))
+    if x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        check(lo >= 0 and hi <= 1, f"{name} must lie in [0, 1], got values from {lo.item():.4g} to {hi.item():.4g}: scale images "
+              f"to [0, 1] and put any normalisation inside the model's forward")
+    return x
