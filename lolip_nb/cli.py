@@ -138,3 +138,4 @@ def _guard(fn) -> int:
     except KeyboardInterrupt:
         print('lolip: interrupted; rerun the same command to resume from the last checkpoint', file=sys.stderr); return 130
     return rc if isinstance(rc, int) else 0
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m lolip_nb.cli`; not when a notebook runs this cell

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lolip, BIN, TINY
+from conftest import lolip, child_env, LOLIP, TINY
 
 FAST = ['--autoattack', 'fast', '--n-strong', '16']  # AutoAttack's cheaper version on a few points
 RUN = ['run', '--dataset', 'fashion_mnist', '--model', 'ce-tor-CNN001', '--epochs', '1', '--n-train', '64', '--n-test', '32',
@@ -91,12 +91,12 @@ def _wait_for(pred, timeout, proc=None):
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     argv = ['run', '--dataset', 'fashion_mnist', '--model', 'advce-tor-CNN001', '--epochs', '3', '--n-train', '256',
             '--n-test', '64', '--device', 'cpu', '--quiet', *FAST]
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    env = child_env({'OMP_NUM_THREADS': '1'})
     whole = lolip(*argv, '--out', tmp_path / 'whole', env={'OMP_NUM_THREADS': '1'})
     assert whole.returncode == 0, whole.stderr
 
     out = tmp_path / 'killed'
-    proc = subprocess.Popen([str(BIN / 'lolip'), *argv, '--out', str(out)], env=env,
+    proc = subprocess.Popen([*LOLIP, *argv, '--out', str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import torch
     def after_first_epoch():
@@ -121,8 +121,8 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     env = {'OMP_NUM_THREADS': '1'}
     argv = ['run', '--dataset', 'fashion_mnist', '--epochs', '2', '--n-train', '64', '--n-test', '32', '--device', 'cpu',
             '--quiet', '--out', out, *FAST]
-    proc = subprocess.Popen([str(BIN / 'lolip'), *map(str, argv), '--model', 'ce-tor-CNN001'],
-                            env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*LOLIP, *map(str, argv), '--model', 'ce-tor-CNN001'], env=child_env(env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _wait_for(lambda: (out / 'checkpoint.pt').exists(), 300, proc)
     proc.send_signal(signal.SIGKILL); proc.wait()
     before = (out / 'checkpoint.pt').read_bytes()
@@ -135,8 +135,8 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 def test_killed_grid_redoes_only_unfinished_jobs(tmp_path, tiny_grid):
     grid = tiny_grid(['ce-tor-CNN001', 'tulipce-tor-CNN001', 'advce-tor-CNN001'])
     root = tmp_path / 'results'
-    proc = subprocess.Popen([str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--execute', 'process', '--device', 'cpu'],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([*LOLIP, 'grid', str(grid), '--root', str(root), '--execute', 'process', '--device', 'cpu'],
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     assert _wait_for(lambda: len(list(root.glob('tiny/*/result.json'))) >= 1, 300, proc)
     os.killpg(proc.pid, signal.SIGKILL); proc.wait()
     done = {p.parent.name for p in root.glob('tiny/*/result.json')}
@@ -150,8 +150,8 @@ def test_killed_grid_redoes_only_unfinished_jobs(tmp_path, tiny_grid):
 def test_two_runners_on_one_grid_never_run_a_job_twice(tmp_path, tiny_grid):
     grid = tiny_grid(['ce-tor-CNN001', 'tulipce-tor-CNN001', 'advce-tor-CNN001', 'stradesce-tor-CNN001'])
     root = tmp_path / 'results'
-    cmd = [str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--execute', 'process', '--device', 'cpu']
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [*LOLIP, 'grid', str(grid), '--root', str(root), '--execute', 'process', '--device', 'cpu']
+    env = child_env({'OMP_NUM_THREADS': '1'})
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
