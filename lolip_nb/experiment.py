@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .core import (LolipError, DiskFull, check, atomic_write_json, atomic_torch_save, get_device, provenance, seed_all,
-                           _remove_temps)
+from .core import (LolipError, DiskFull, check, atomic_write_json, atomic_torch_save, get_device, provenance,
+    seed_all, _remove_temps)
 from .config import Config, config_hash, model_name, parse_model_name
 
 # %% auto #0
@@ -61,10 +61,10 @@ def job_lock(folder):
     "Hold an exclusive lock on `folder` for this job; yields `False` (and holds nothing) when another process has it."
     folder = Path(folder); made = _made(folder)
     path = folder / '.lock'
-    while True:
+    for _ in range(100):  # another try only when a holder finished and removed the lock file (or folder) just then
         folder.mkdir(parents=True, exist_ok=True)
         try: fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        except FileNotFoundError: continue  # the folder was removed by a job that just finished
+        except FileNotFoundError: continue
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
@@ -73,7 +73,8 @@ def job_lock(folder):
         try: same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError: same = False
         if same: break
-        os.close(fd)  # the holder finished and removed this lock file as we opened it: take a new one
+        os.close(fd)  # we locked a lock file its holder had just removed: take the new one
+    else: raise LolipError(f"cannot lock {folder}: other processes keep removing it; try again")
     try:
         _remove_temps(folder)
         yield True

@@ -17,16 +17,16 @@ from .separation import _norm
 from .defenses import FORMS, forms_differ
 
 # %% auto #0
-__all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'REQUIRED', 'TEN_METHODS', 'DATASETS_ALL', 'QUICK', 'QUICK_PAPER_FORMS',
-           'PRESET_NAMES', 'NOTEBOOKS', 'EXECUTED', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir',
-           'Outcome', 'run_job', 'run_interleaved', 'run_grid', 'summary']
+__all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'DATASETS_ALL', 'QUICK', 'QUICK_PAPER_FORMS', 'PRESET_NAMES',
+           'NOTEBOOKS', 'EXECUTED', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir', 'Outcome', 'run_job',
+           'run_interleaved', 'run_grid', 'summary']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
                          epochs=(int, type(None)), n_train=(int, type(None)), n_test=(int, type(None)),
                          milestones=(list, type(None)), autoattack=(str, type(None)), n_strong=(int, type(None)))
 SEPARATION_PARAMS = dict(dataset=str, norm=str, subset=(int, type(None)))
-REQUIRED = {'experiment01': ('model', 'dataset'), 'separation': ('dataset',)}
+_REQUIRED = {'experiment01': ('model', 'dataset'), 'separation': ('dataset',)}
 
 @dataclass(frozen=True)
 class Job:
@@ -41,7 +41,7 @@ def _validate(job: Job) -> Job:
     check(spec is not None, f"unknown job kind {job.kind!r}: use 'experiment01' or 'separation'")
     unknown = set(job.params) - set(spec)
     check(not unknown, f"unknown parameter(s) {sorted(unknown)} for {job.kind}: valid ones are {sorted(spec)}")
-    missing = [k for k in REQUIRED[job.kind] if k not in job.params]
+    missing = [k for k in _REQUIRED[job.kind] if k not in job.params]
     check(not missing, f"a {job.kind} job needs the parameter(s) {missing}: add them to its params")
     for k, v in job.params.items():
         ok = isinstance(v, spec[k]) and not isinstance(v, bool)

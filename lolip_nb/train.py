@@ -105,8 +105,9 @@ def _load_checkpoint(path: Path, cfg: Config) -> dict:
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise LolipError(f"cannot read checkpoint {path} ({type(e).__name__}): {redo}")
-    check(isinstance(ck, dict) and set(_CHECKPOINT) <= set(ck) and isinstance(ck['model'], dict),
-          f"checkpoint {path} is not a checkpoint of this program (it lacks {sorted(set(_CHECKPOINT) - set(ck)) if isinstance(ck, dict) else _CHECKPOINT}): {redo}")
+    lacks = sorted(set(_CHECKPOINT) - set(ck)) if isinstance(ck, dict) else list(_CHECKPOINT)
+    if not lacks and not isinstance(ck['model'], dict): lacks = ['model weights']
+    check(not lacks, f"checkpoint {path} is not a checkpoint of this program (it lacks {lacks}): {redo}")
     if ck['config_hash'] != config_hash(cfg):
         old, new = ck['config'] if isinstance(ck['config'], dict) else {}, cfg.to_dict()
         diff = ', '.join(f'{k} {old.get(k)!r} -> {v!r}' for k, v in new.items() if old.get(k) != v)

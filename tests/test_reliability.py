@@ -87,6 +87,8 @@ def _bad_cases(tmp: Path):
         'kind-not-a-string': {'name': 'g', 'jobs': [{'kind': ['experiment01'], 'params': {}}]},
     }
     grids = {k: _grid_file(tmp, k, v) for k, v in grids.items()}
+    (tmp / 'unrelated').mkdir(); (tmp / 'linked').mkdir(); (tmp / 'linked' / 'g').symlink_to(tmp / 'unrelated')
+    grids['link-out'] = _grid_file(tmp, 'link-out', {'name': 'g', 'jobs': [exp()]})
     grids['not-utf8'] = _grid_file(tmp, 'not-utf8', b'{"name": "g\xff", "jobs": []}')
     grids['nested'] = _grid_file(tmp, 'nested', '[' * 100_000 + ']' * 100_000)
     grids['huge-number'] = _grid_file(tmp, 'huge-number', '{"jobs": [' + '9' * 5000 + ']}')
@@ -136,6 +138,7 @@ def _bad_cases(tmp: Path):
         # 4: folder names from a grid file
         *[(f'grid {k}', ['grid', grids[k], '--root', str(tmp / 'root')], {})
           for k in ('name-up', 'name-absolute', 'name-empty', 'name-newline', 'norm-path', 'dataset-path')],
+        ('grid whose folder is a link out of --root', ['grid', grids['link-out'], '--root', str(tmp / 'linked')], {}),
         # 6: grid validation before any folder is made
         *[(f'grid {k}', ['grid', grids[k], '--root', str(tmp / 'root')], {})
           for k in ('sep-unknown-dataset', 'sep-negative-subset', 'sep-zero-subset', 'sep-no-dataset', 'exp-no-model',
@@ -171,7 +174,7 @@ def _bad_cases(tmp: Path):
 def test_bad_input_is_one_line_status_2_and_no_files(tmp_path):
     work = tmp_path / 'work'; work.mkdir()
     cases = _bad_cases(tmp_path)
-    assert len(cases) == 64
+    assert len(cases) == 65
     before = _files(tmp_path)
     failures = []
     for name, argv, env in cases:
