@@ -323,9 +323,11 @@ def test_killed_grid_redoes_only_unfinished_jobs(tmp_path, tiny_grid):
     os.killpg(proc.pid, signal.SIGKILL); proc.wait()
     done = {p.parent.name for p in root.glob('tiny/*/result.json')}
     assert 1 <= len(done) < 3
-    unfinished = [f for f in root.glob('tiny/*') if f.name not in done]
-    assert unfinished                           # the job that was running has its folder (run.log, maybe a checkpoint)
-    for f in unfinished: (f / '.checkpoint.pt.k1ll3d0x.tmp').write_bytes(bytes(1 << 20))  # a write the kill interrupted
+    from lolip_nb.runner import grid_jobs, job_dir
+    name, jobs = grid_jobs(str(grid))
+    unfinished = [job_dir(j, root, name) for j in jobs if job_dir(j, root, name).name not in done]
+    for f in unfinished:                        # what a kill in the middle of writing a checkpoint leaves
+        f.mkdir(exist_ok=True); (f / '.checkpoint.pt.k1ll3d0x.tmp').write_bytes(bytes(1 << 20))
     r = lolip('grid', grid, '--root', root, '--execute', 'process', '--device', 'cpu')
     assert r.returncode == 0, r.stdout + r.stderr
     assert not list(root.rglob('*.tmp'))        # removed by the runner that took the job's lock (10)
