@@ -4,10 +4,11 @@
 
 # %% ../nbs/14_cli.ipynb #699914cc
 from __future__ import annotations
-import argparse, os, shlex, sys
+import argparse, math, os, shlex, signal, sys, threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from .core import LolipError, check
+from .core import LolipError, check, _Parser, _check_writable, _disk_full
 
 # %% auto #0
 __all__ = ['main']
@@ -49,7 +50,7 @@ def _run_parser(p: argparse.ArgumentParser):
     p.add_argument('--quiet', action='store_true', help="no progress bars")
 
 def _run(a, command):
-    from lolip_nb.experiment import experiment_config, run_experiment, run_dir
+    from lolip_nb.experiment import experiment_config, run_experiment, run_dir, job_lock
     from lolip_nb.core import get_device
     cfg = experiment_config(a.model, a.dataset, eps=a.eps, norm=a.norm, attack=a.attack, random_seed=a.random_seed,
                             epochs=a.epochs, n_train=a.n_train, n_test=a.n_test,
@@ -58,17 +59,14 @@ def _run(a, command):
     get_device(a.device)
     out = Path(a.out) if a.out else run_dir(cfg, 'results', 'runs')
     _check_writable(out)
-    res = run_experiment(cfg, out, device=a.device, progress=not a.quiet, command=command, force=a.force, save_model=a.save_model)
+    with job_lock(out) as mine:  # the lock grid jobs take: never two runs training into one folder
+        check(mine, f"{out} is in use by another run (lolip run or a grid job): wait for it to finish, or choose another --out")
+        res = run_experiment(cfg, out, device=a.device, progress=not a.quiet, command=command, force=a.force,
+                             save_model=a.save_model)
     m = res['metrics']
     print(f"{res['name']} on {cfg.dataset} (eps {cfg.eps}, {cfg.epochs} epochs): "
           + ', '.join(f'{k} {v:.4g}' for k, v in m.items()))
     print(f"result: {out / 'result.json'}")
-
-def _check_writable(folder: Path):
-    "Refuse an output folder that cannot be written, before any work starts."
-    p = folder
-    while not p.exists(): p = p.parent
-    check(p.is_dir() and os.access(p, os.W_OK | os.X_OK), f"cannot write to output folder {folder}: choose another with --out")
 
 # %% ../nbs/14_cli.ipynb #0a4bf3a4
 def _grid_parser(p):
@@ -106,13 +104,33 @@ def _table_parser(p):
 
 def _table(a, command):
     from lolip_nb.tables import table_main
+    from lolip_nb.experiment import iter_results
+    if a.out:  # before anything is read or rendered
+        _check_writable(Path(a.out).parent)
+        for ext in ('md', 'html', 'tex'):
+            check(not Path(f'{a.out}.{ext}').is_dir(), f"{a.out}.{ext} is a folder: choose another --out")
+    for folder, res in iter_results(a.root, a.preset): _check_tabulable(folder / 'result.json', res)
     print(table_main(a.preset, a.root, a.out, a.format))
 
+def _check_tabulable(path: Path, res: dict):
+    "Refuse a result file that `lolip table` cannot read: not written by `lolip run`/`grid`, or edited since."
+    from lolip_nb.config import Config
+    redo = "delete it, or run its configuration again"
+    try: Config.from_dict(res['config'])
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        why = "no 'config'" if isinstance(e, KeyError) else f"its 'config' is not one: {(str(e).splitlines() or [''])[0][:120]}"
+        raise LolipError(f"{path} is not a result of lolip run or lolip grid ({why}): {redo}") from None
+    m = res['metrics']
+    bad = [k for k, v in m.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)] \
+        if isinstance(m, dict) else ['metrics']
+    check(not bad, f"{path} has metrics that are not numbers ({', '.join(map(str, bad))}): {redo}")
+    for k in ('provenance', 'timings'):
+        check(isinstance(res.get(k, {}), dict), f"{path}: its '{k}' is not an object: {redo}")
+
 # %% ../nbs/14_cli.ipynb #585109cf
-class _Parser(argparse.ArgumentParser):
-    "argparse, but a usage mistake is one line on stderr (and exit status 2), like every other error here."
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+_RESUME = {'run': "the run is resumable: run the same command again to continue after its last finished epoch",
+           'grid': "its running jobs were stopped and keep their checkpoints: run the same command again to resume "
+                   "(finished jobs are skipped)"}
 
 def main(argv=None) -> int:
     "The `lolip` console script."
@@ -128,13 +146,35 @@ def main(argv=None) -> int:
         return _guard(lambda: separation_main(argv[1:]))
     a = parser.parse_args(argv)
     command = 'lolip ' + shlex.join(argv)
-    return _guard(lambda: {'run': _run, 'grid': _grid, 'table': _table}[a.cmd](a, command))
+    return _guard(lambda: {'run': _run, 'grid': _grid, 'table': _table}[a.cmd](a, command), _RESUME.get(a.cmd))
 
-def _guard(fn) -> int:
-    "Run `fn`; a user's mistake becomes one line on stderr and exit status 2, an interrupt status 130."
-    try: rc = fn()
+class _Stopped(KeyboardInterrupt):
+    "SIGTERM or SIGHUP (what `kill`, `timeout` and supervisors send), raised where the program is, as Ctrl-C's KeyboardInterrupt is."
+
+@contextmanager
+def _signals_stop():
+    "Turn SIGTERM and SIGHUP into `_Stopped` while a command runs, so that it stops as after Ctrl-C: jobs stopped, locks released."
+    def stop(signum, frame): raise _Stopped(signal.Signals(signum).name)
+    if threading.current_thread() is not threading.main_thread(): yield; return  # only the main thread may set handlers
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
+
+def _guard(fn, resume: str | None = None) -> int:
+    "Run `fn`; a user's mistake or a full disk becomes one line on stderr and exit status 2, a stop by a signal 128 + its number."
+    try:
+        with _signals_stop(): rc = fn()
     except LolipError as e:
         print(f'lolip: error: {e}', file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print('lolip: interrupted; rerun the same command to resume from the last checkpoint', file=sys.stderr); return 130
+    except KeyboardInterrupt as e:
+        name = e.args[0] if isinstance(e, _Stopped) else 'SIGINT'
+        print(f"lolip: stopped by {name}" + (f"; {resume}" if resume else ''), file=sys.stderr)
+        return 128 + signal.Signals[name]
+    except OSError as e:
+        if not _disk_full(e): raise
+        print(f"lolip: error: no space left on device ({e.filename or e}): free some space and run the same command again",
+              file=sys.stderr); return 2
     return rc if isinstance(rc, int) else 0
+
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m lolip_nb.cli`; not when a notebook runs this cell

@@ -85,10 +85,12 @@ def _validate(c: Config):
     check(_is_int(c.batch_size) and c.batch_size > 0, f"batch_size must be a positive integer, got {c.batch_size!r}")
     check(_is_int(c.epochs) and c.epochs > 0, f"epochs must be a positive integer, got {c.epochs!r}")
     check(c.aug is None or c.aug in AUGS, f"unknown augmentation {c.aug!r}: use None or one of {list(AUGS)}")
-    check(_is_int(c.seed) and c.seed >= 0, f"seed must be an integer >= 0, got {c.seed!r}")
-    for k in ('n_train', 'n_test'):
+    check(_is_int(c.seed) and 0 <= c.seed < 2**64, f"seed must be an integer in 0..2**64-1 (torch's range), got {c.seed!r}")
+    info = DATASETS[c.dataset]
+    for k, size in (('n_train', info.n_train), ('n_test', info.n_test)):
         v = getattr(c, k)
         check(v is None or (_is_int(v) and v > 0), f"{k} must be None (all) or a positive integer, got {v!r}")
+        check(v is None or size is None or v <= size, f"{k}={v} is more than {c.dataset} has ({size}): use at most {size}, or None for all")
     check(c.attack in ATTACKS, f"unknown attack {c.attack!r}: use one of {list(ATTACKS)}")
     check(c.form in FORMS, f"unknown form {c.form!r}: use 'original' (the published code's arithmetic) or 'paper'")
     check(c.autoattack is None or c.autoattack in AA_VERSIONS,

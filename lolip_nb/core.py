@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #c24bd245
 from __future__ import annotations
-import json, os, random, tempfile
+import argparse, errno, json, os, random, tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LolipError', 'check', 'get_device', 'seed_all', 'configure_cuda', 'atomic_write_text', 'atomic_write_json',
-           'atomic_torch_save', 'device_name', 'provenance']
+__all__ = ['LolipError', 'check', 'get_device', 'seed_all', 'configure_cuda', 'DiskFull', 'atomic_write_text',
+           'atomic_write_json', 'atomic_torch_save', 'device_name', 'provenance']
 
 # %% ../nbs/00_core.ipynb #202d8c8b
 class LolipError(ValueError):
@@ -23,13 +23,29 @@ def check(cond, msg: str):
     "Raise `LolipError(msg)` unless `cond` holds."
     if not cond: raise LolipError(msg)
 
+# %% ../nbs/00_core.ipynb #5e1c0a21
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage mistake is one line on stderr (and exit status 2), like every other error here."
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+def _check_writable(folder, flag: str = '--out'):
+    "Refuse an output folder that cannot be written, before any work starts (nothing is created)."
+    folder = p = Path(folder)
+    while not p.exists() and p != p.parent: p = p.parent
+    check(p.is_dir() and os.access(p, os.W_OK | os.X_OK), f"cannot write to output folder {folder}: choose another with {flag}")
+
 # %% ../nbs/00_core.ipynb #7f8ede26
 def get_device(device=None) -> torch.device:
     "`device` as a `torch.device`; `None` or `'auto'` picks CUDA when present, else CPU."
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: dev = torch.device(device)
     except (RuntimeError, TypeError): raise LolipError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    check(dev.type in ('cpu', 'cuda'), f"device {device!r} is not supported (training runs on a CPU or a CUDA GPU): "
+                                       "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     check(dev.type != 'cuda' or torch.cuda.is_available(), f"device {device!r} asked for but CUDA is not available: use --device cpu")
+    n = torch.cuda.device_count() if dev.type == 'cuda' else 0
+    check(dev.type != 'cuda' or dev.index is None or dev.index < n, f"device {device!r}: this machine has {n} GPU(s), use cuda:0 to cuda:{n - 1}")
     return dev
 
 # %% ../nbs/00_core.ipynb #6a7675e1
@@ -47,23 +63,43 @@ def configure_cuda(tf32: bool | None = None):
     return dict(tf32=bool(tf32), cudnn_benchmark=True)
 
 # %% ../nbs/00_core.ipynb #14279611
+class DiskFull(LolipError):
+    "No space left on the device (or the quota is used up) while writing a file; the file it was to replace is kept."
+
+def _disk_full(e: BaseException | None) -> bool:
+    "Whether `e`, or an exception it arose from, says that no space is left (or the quota is exceeded)."
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT): return True
+        e = e.__cause__ or e.__context__
+    return False
+
 def _umask() -> int:
     mask = os.umask(0); os.umask(mask); return mask
 
+_TMP = '.tmp'  # suffix of the temporary files; their names start with '.<target name>.'
+
 def _atomic(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=_TMP)
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone who may read the folder
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp): os.unlink(tmp)
+        if _disk_full(e): raise DiskFull(f"no space left on device to write {path}: free some space and run the same command again") from None
         raise
     return path
+
+def _remove_temps(folder) -> list[str]:
+    "Delete the temporary files that writes killed midway left in `folder`; only while holding the folder's lock."
+    gone = []
+    for p in Path(folder).glob(f'.*{_TMP}'):
+        if p.is_file(): p.unlink(missing_ok=True); gone.append(p.name)
+    return gone
 
 # %% ../nbs/00_core.ipynb #27adfec4
 def atomic_write_text(path, text: str) -> Path:

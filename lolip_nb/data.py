@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #e7af9590
 from __future__ import annotations
-import gzip, os
+import gzip, os, zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -52,7 +52,7 @@ def _read_idx(path) -> np.ndarray:
     path = Path(path)
     try:
         raw = gzip.open(path).read() if path.suffix == '.gz' else path.read_bytes()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a gzip whose header is fine but whose body is not
         raise LolipError(f"cannot read {path} ({e}): the file is corrupt or truncated; delete it and get it again")
     check(len(raw) >= 4 and raw[0] == 0 and raw[1] == 0,
           f"{path} is not an IDX file (bad magic number); delete it and get it again")
@@ -63,6 +63,7 @@ def _read_idx(path) -> np.ndarray:
     n = int(np.prod(dims))
     got = len(raw) - 4 - 4 * nd
     check(got == n, f"{path} is truncated or corrupt: header says {dims} = {n} bytes of data, file has {got}")
+    check(dims[0] > 0, f"{path} holds no items (its header says {dims}); delete it and get it again")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
 
 # %% ../nbs/01_data.ipynb #836a37a4
@@ -80,13 +81,18 @@ _HOWTO = {
 def _check_name(name):
     check(name in DATASETS, f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
+_KINDS = ('images-idx3-ubyte', 'labels-idx1-ubyte')
+
 def _idx_files(folder: Path, split: str):
-    "The (images, labels) IDX paths of `split` in `folder`, or None if either is missing."
-    pre = 'train' if split == 'train' else 't10k'
+    "The (images, labels) IDX paths of `split` in `folder`; None when `folder` holds no IDX file of any split."
+    there = [f for pre in ('train', 't10k') for k in _KINDS for f in (f'{pre}-{k}', f'{pre}-{k}.gz') if os.path.lexists(folder/f)]
+    if not there: return None
     found = []
-    for kind in (f'{pre}-images-idx3-ubyte', f'{pre}-labels-idx1-ubyte'):
+    for kind in (f"{'train' if split == 'train' else 't10k'}-{k}" for k in _KINDS):
         p = next((folder/f for f in (kind, kind + '.gz') if (folder/f).is_file()), None)
-        if p is None: return None
+        # a folder with some of the files is the copy the user meant: never fall back silently to another one
+        check(p is not None, f"{folder} holds {', '.join(there)} but no readable {kind} (or {kind}.gz): "
+                             "add it, or move that folder away to use another copy of the dataset")
         found.append(p)
     return tuple(found)
 

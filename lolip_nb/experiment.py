@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .core import LolipError, check, atomic_write_json, atomic_torch_save, get_device, provenance, seed_all
+from .core import (LolipError, DiskFull, check, atomic_write_json, atomic_torch_save, get_device, provenance,
+    seed_all, _remove_temps)
 from .config import Config, config_hash, model_name, parse_model_name
 
 # %% auto #0
@@ -49,18 +50,39 @@ def iter_results(root='results', group: str | None = None):
         if res is not None: yield f.parent, res
 
 # %% ../nbs/11_experiment.ipynb #e8934edd
+def _made(folder: Path) -> list[Path]:
+    "The folders `mkdir(parents=True)` would make for `folder`, deepest first."
+    new = []
+    while not folder.exists() and folder != folder.parent: new.append(folder); folder = folder.parent
+    return new
+
 @contextmanager
 def job_lock(folder):
     "Hold an exclusive lock on `folder` for this job; yields `False` (and holds nothing) when another process has it."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / '.lock', os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    folder = Path(folder); made = _made(folder)
+    path = folder / '.lock'
+    for _ in range(100):  # another try only when a holder finished and removed the lock file (or folder) just then
+        folder.mkdir(parents=True, exist_ok=True)
+        try: fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError: continue
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES): raise
             yield False; return
+        try: same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError: same = False
+        if same: break
+        os.close(fd)  # we locked a lock file its holder had just removed: take the new one
+    else: raise LolipError(f"cannot lock {folder}: other processes keep removing it; try again")
+    try:
+        _remove_temps(folder)
         yield True
-    finally: os.close(fd)
+    finally:
+        path.unlink(missing_ok=True); os.close(fd)
+        for f in made:  # a job that ended before writing anything leaves no folders behind
+            try: f.rmdir()
+            except OSError: break
 
 # %% ../nbs/11_experiment.ipynb #08d89f9d
 DATASET_ALIASES = {'fashion': 'fashion_mnist', 'fashionmnist': 'fashion_mnist', 'resImgnet112v3': 'restricted_imagenet',
@@ -112,8 +134,12 @@ def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, comma
                   dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command),
                   execution=dict(device=dev.type, cuda_graphs=_use_graphs(None, dev),
                                  tf32=dev.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32))
-    atomic_write_json(out_dir / RESULT_FILE, result)
-    if save_model: atomic_torch_save(model.state_dict(), out_dir / 'model.pt')
+    try:
+        if save_model: atomic_torch_save(model.state_dict(), out_dir / 'model.pt')
+        atomic_write_json(out_dir / RESULT_FILE, result)
+    except DiskFull as e:
+        raise LolipError(f"{e}; the checkpoint of the trained model (epoch {cfg.epochs}) is kept, so that run evaluates "
+                         "it without training again") from None
     (out_dir / 'checkpoint.pt').unlink(missing_ok=True)  # the run is complete: its checkpoint is no longer needed
     return result
 

@@ -4,14 +4,16 @@
 
 # %% ../nbs/12_runner.ipynb #6dcf82ec
 from __future__ import annotations
-import json, os, subprocess, sys, time, traceback
-from contextlib import ExitStack, nullcontext
+import json, os, random, re, signal, subprocess, sys, threading, time, traceback
+from contextlib import ExitStack, contextmanager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import LolipError, check, atomic_write_json
-from .experiment import experiment_config, run_dir, read_result, job_lock, RESULT_FILE
+from .data import DATASETS
+from .experiment import experiment_config, run_dir, read_result, job_lock, RESULT_FILE, DATASET_ALIASES
+from .separation import _norm
 from .defenses import FORMS, forms_differ
 
 # %% auto #0
@@ -24,6 +26,7 @@ EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=s
                          epochs=(int, type(None)), n_train=(int, type(None)), n_test=(int, type(None)),
                          milestones=(list, type(None)), autoattack=(str, type(None)), n_strong=(int, type(None)))
 SEPARATION_PARAMS = dict(dataset=str, norm=str, subset=(int, type(None)))
+_REQUIRED = {'experiment01': ('model', 'dataset'), 'separation': ('dataset',)}
 
 @dataclass(frozen=True)
 class Job:
@@ -33,17 +36,25 @@ class Job:
 
 # %% ../nbs/12_runner.ipynb #c7f23b42
 def _validate(job: Job) -> Job:
-    "Check a job's parameters before anything is injected or written."
+    "Check a job's parameters before anything is injected or written; returns the job with normalised separation parameters."
     spec = {'experiment01': EXPERIMENT_PARAMS, 'separation': SEPARATION_PARAMS}.get(job.kind)
     check(spec is not None, f"unknown job kind {job.kind!r}: use 'experiment01' or 'separation'")
     unknown = set(job.params) - set(spec)
     check(not unknown, f"unknown parameter(s) {sorted(unknown)} for {job.kind}: valid ones are {sorted(spec)}")
+    missing = [k for k in _REQUIRED[job.kind] if k not in job.params]
+    check(not missing, f"a {job.kind} job needs the parameter(s) {missing}: add them to its params")
     for k, v in job.params.items():
         ok = isinstance(v, spec[k]) and not isinstance(v, bool)
         if spec[k] is not str and isinstance(v, int) and float in (spec[k] if isinstance(spec[k], tuple) else (spec[k],)): ok = True
         check(ok, f"parameter {k}={v!r} of {job.kind} has the wrong type: expected {spec[k]}")
-    if job.kind == 'experiment01': _config(job)  # raises on unknown names, bad eps, ...
-    return job
+    if job.kind == 'experiment01': _config(job); return job  # raises on unknown names, bad eps, seeds, subset sizes, ...
+    p = {'norm': 'inf', 'subset': None, **job.params}  # the separation notebook's defaults
+    dataset = DATASET_ALIASES.get(p['dataset'], p['dataset'])
+    check(dataset in DATASETS, f"unknown dataset {p['dataset']!r} of a separation job: use one of {', '.join(DATASETS)}")
+    n, sub = DATASETS[dataset].n_train, p['subset']
+    check(sub is None or 0 < sub <= (n or sub), f"subset={sub} of a separation job on {dataset} must be a number of "
+                                                f"training images in 1..{n or 'the dataset size'}, or null for all of them")
+    return Job('separation', dict(dataset=dataset, norm=_norm(p['norm']), subset=sub))
 
 def _config(job: Job):
     return experiment_config(**job.params)
@@ -52,8 +63,8 @@ def _config(job: Job):
 def job_dir(job: Job, root='results', group: str | None = None) -> Path:
     "The result folder of `job`."
     if job.kind == 'experiment01': return run_dir(_config(job), root, group)
-    p = job.params  # separations are shared by every grid: results/separation/<dataset>-<norm>
-    sub = f"-n{p['subset']}" if p.get('subset') else ''
+    p = _validate(job).params  # separations are shared by every grid: results/separation/<dataset>-<norm>
+    sub = f"-n{p['subset']}" if p['subset'] else ''
     return Path(root) / 'separation' / f"{p['dataset']}-{p['norm']}{sub}"
 
 # %% ../nbs/12_runner.ipynb #7984b2aa
@@ -107,26 +118,39 @@ def _presets() -> dict:
 PRESET_NAMES = ('quick', 'forms', 'fashion', 'table2', 'table3', 'table4', 'table1')
 
 # %% ../nbs/12_runner.ipynb #7658812a
+_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')
+
+def _read_grid(path: Path) -> tuple[str, list[Job]]:
+    "The name and jobs of a grid JSON file, or one line saying what is wrong with it."
+    check(path.is_file(), f"grid file {path} does not exist: give a preset ({', '.join(PRESET_NAMES)}) or a JSON grid file")
+    fix = "fix it or use a preset"
+    try: spec = json.loads(path.read_bytes().decode('utf-8'))
+    except UnicodeDecodeError as e: raise LolipError(f"grid file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except json.JSONDecodeError as e: raise LolipError(f"grid file {path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from None
+    except ValueError as e: raise LolipError(f"grid file {path} is not valid JSON ({e}): {fix}") from None  # e.g. a 5,000-digit number
+    except RecursionError: raise LolipError(f"grid file {path} is nested too deeply to be a grid: {fix}") from None
+    check(isinstance(spec, dict) and isinstance(spec.get('jobs'), list) and spec['jobs'],
+          f"grid file {path} must hold an object with a non-empty list 'jobs' of {{'kind': ..., 'params': {{...}}}}")
+    check(all(isinstance(j, dict) and set(j) == {'kind', 'params'} and isinstance(j['kind'], str) and isinstance(j['params'], dict)
+              for j in spec['jobs']), f"grid file {path}: every job must be {{'kind': 'experiment01'|'separation', 'params': {{...}}}}")
+    name = spec.get('name', path.stem)
+    check(isinstance(name, str) and _NAME.fullmatch(name) and '..' not in name,
+          f"grid name {name!r} of {path} is not a plain folder name: give the grid a 'name' of 1 to 100 letters, digits, "
+          "'_', '.' or '-' that starts with a letter or digit")
+    return name, [Job(j['kind'], j['params']) for j in spec['jobs']]
+
 def grid_jobs(preset: str, epochs: int | None = None) -> tuple[str, list[Job]]:
     "The group name and validated jobs of a preset name or a grid JSON file; `epochs` caps every experiment."
     check(epochs is None or (isinstance(epochs, int) and epochs > 0), f"--epochs must be a positive integer, got {epochs!r}")
     if preset in PRESET_NAMES: name, jobs = preset, _presets()[preset]
-    elif preset.endswith('.json') or os.sep in preset:
-        path = Path(preset)
-        check(path.is_file(), f"grid file {path} does not exist: give a preset ({', '.join(PRESET_NAMES)}) or a JSON grid file")
-        try: spec = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise LolipError(f"grid file {path} is not valid JSON ({e.msg} at line {e.lineno}): fix it or use a preset") from None
-        check(isinstance(spec, dict) and isinstance(spec.get('jobs'), list) and spec['jobs'],
-              f"grid file {path} must hold an object with a non-empty list 'jobs' of {{'kind': ..., 'params': {{...}}}}")
-        check(all(isinstance(j, dict) and set(j) == {'kind', 'params'} and isinstance(j['params'], dict) for j in spec['jobs']),
-              f"grid file {path}: every job must be {{'kind': 'experiment01'|'separation', 'params': {{...}}}}")
-        name, jobs = str(spec.get('name', path.stem)), [Job(j['kind'], j['params']) for j in spec['jobs']]
+    elif preset.endswith('.json') or os.sep in preset: name, jobs = _read_grid(Path(preset))
     else: raise LolipError(f"unknown preset {preset!r}: use one of {', '.join(PRESET_NAMES)} or a grid .json file")
+    jobs = [_validate(j) for j in jobs]
     if epochs is not None:  # a cap drops the preset's own milestones: the original's schedule for the new length applies
-        jobs = [Job(j.kind, {**{k: v for k, v in j.params.items() if k != 'milestones'},
-                             'epochs': min(epochs, j.params.get('epochs') or epochs)}) if j.kind == 'experiment01' else j
+        jobs = [_validate(Job(j.kind, {**{k: v for k, v in j.params.items() if k != 'milestones'},
+                                       'epochs': min(epochs, j.params.get('epochs') or epochs)})) if j.kind == 'experiment01' else j
                 for j in jobs]
-    return name, [_validate(j) for j in jobs]
+    return name, jobs
 
 # %% ../nbs/12_runner.ipynb #ad9f0df3
 NOTEBOOKS = {'experiment01': 'experiment01.ipynb', 'separation': 'separation.ipynb'}
@@ -182,7 +206,7 @@ def _execute(kind: str, params: dict, command: str, force: bool):
 # %% ../nbs/12_runner.ipynb #7ff17d21
 @dataclass
 class Outcome:
-    "What happened to one job: status is 'ran', 'skipped', 'busy' (another runner holds it) or 'failed'."
+    "What happened to one job: status is 'ran', 'skipped', 'busy' (another runner holds it), 'failed' or 'stopped' (interrupted)."
     job: Job
     folder: Path
     status: str
@@ -210,9 +234,25 @@ def _claim(job: Job, folder: Path, force: bool) -> Outcome | ExitStack:
     if not force and _done(job, folder): lock.close(); return Outcome(job, folder, 'skipped')  # finished while we waited
     return lock
 
+_children: set = set()          # the job processes this runner is waiting for
+_children_lock = threading.Lock()
+_stopping = threading.Event()   # set when the grid is interrupted: running jobs are stopped, queued ones do not start
+
+def _stop_children(grace: float = 10.0):
+    "Stop every running job process (each leads its own process group) and keep queued jobs from starting."
+    _stopping.set()
+    with _children_lock: procs = list(_children)
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL only for a job still there after `grace` seconds
+        for p in procs:
+            try: os.killpg(p.pid, sig)
+            except (ProcessLookupError, PermissionError): pass
+        t0 = time.monotonic()
+        while any(p.returncode is None for p in procs) and time.monotonic() - t0 < grace: time.sleep(0.05)  # set by run_job's wait
+
 def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=False, threads: int | None = None, log=print,
             command: str | None = None) -> Outcome:
     "Execute one job in a child process unless it is finished (or `force`) or another runner holds its lock."
+    if _stopping.is_set(): return Outcome(job, folder, 'stopped')
     if isinstance(lock := _claim(job, folder, force), Outcome): return lock
     with lock:
         env = dict(os.environ, PYTHONUNBUFFERED='1')
@@ -221,12 +261,19 @@ def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=Fa
         if force: env['LOLIP_FORCE'] = '1'          # recompute; the old result stays until the new one replaces it
         log(f'[start] {folder.name}')
         t0 = time.perf_counter()
-        with open(folder / 'run.log', 'a') as logf:
-            proc = subprocess.run(_command(job, folder, execute, device), stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                  preexec_fn=_die_with_parent)
+        with open(folder / 'run.log', 'a') as logf, _children_lock:
+            if _stopping.is_set(): return Outcome(job, folder, 'stopped')  # checked under the lock that `_stop_children` takes
+            # its own session: a Ctrl-C at the terminal reaches the runner only, which stops its jobs itself
+            proc = subprocess.Popen(_command(job, folder, execute, device), stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=_die_with_parent, start_new_session=True)
+            _children.add(proc)
+        try: proc.wait()
+        finally:
+            with _children_lock: _children.discard(proc)
         secs = time.perf_counter() - t0
         if proc.returncode == 0 and _done(job, folder):
             log(f'[done ] {folder.name} in {secs:.0f} s'); return Outcome(job, folder, 'ran', secs)
+        if _stopping.is_set(): return Outcome(job, folder, 'stopped', secs)
         err = _failing_cell(folder / EXECUTED[job.kind]) if execute == 'papermill' else None
         if err is None:
             tail = (folder / 'run.log').read_text(errors='replace').strip().splitlines()[-1:] or ['(no output)']
@@ -235,10 +282,29 @@ def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=Fa
         return Outcome(job, folder, 'failed', secs, err)
 
 # %% ../nbs/12_runner.ipynb #0521d456
+class _Rng:
+    "A job's own random state (Python, NumPy, torch on the CPU and on the job's GPU), in force only during its steps."
+    def __init__(self, dev):
+        self.gpu, self.state = (dev if dev.type == 'cuda' else None), None
+
+    @contextmanager
+    def active(self):
+        import numpy as np, torch
+        if self.state is not None:
+            py, npy, cpu, gpu = self.state
+            random.setstate(py); np.random.set_state(npy); torch.set_rng_state(cpu)
+            if gpu is not None: torch.cuda.set_rng_state(gpu, self.gpu)
+        try: yield
+        finally:
+            self.state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                          None if self.gpu is None else torch.cuda.get_rng_state(self.gpu))
+
 class _Running:
-    "One job of `run_interleaved` in flight: its step generator, its CUDA stream, its folder lock and start time."
-    def __init__(self, job: Job, folder: Path, gen, stream, lock: ExitStack):
-        self.job, self.folder, self.gen, self.stream, self.lock, self.t0 = job, folder, gen, stream, lock, time.perf_counter()
+    "One job of `run_interleaved` in flight: its step generator, CUDA stream, random state, folder lock and start time."
+    def __init__(self, job: Job, folder: Path, gen, dev, lock: ExitStack):
+        import torch
+        self.job, self.folder, self.gen, self.lock, self.t0 = job, folder, gen, lock, time.perf_counter()
+        self.stream, self.rng = (torch.cuda.Stream(dev) if dev.type == 'cuda' else None), _Rng(dev)
 
 def _fail(job: Job, folder: Path, t0: float, e: Exception, log) -> Outcome:
     "Record a job's exception in its run.log and as a failed outcome."
@@ -249,7 +315,6 @@ def _fail(job: Job, folder: Path, t0: float, e: Exception, log) -> Outcome:
 
 def _begin(job: Job, folder: Path, dev, force: bool, log, command) -> Outcome | _Running:
     "Take a job's lock and create its step generator, or say why it does not run (skipped, busy; a separation runs here and now)."
-    import torch
     from lolip_nb.experiment import run_experiment_steps
     if isinstance(lock := _claim(job, folder, force), Outcome): return lock
     log(f'[start] {folder.name}')
@@ -261,7 +326,7 @@ def _begin(job: Job, folder: Path, dev, force: bool, log, command) -> Outcome | 
         log(f'[done ] {folder.name} in {time.perf_counter() - t0:.0f} s')
         return Outcome(job, folder, 'ran', time.perf_counter() - t0)
     gen = run_experiment_steps(experiment_config(**job.params), folder, device=dev, progress=False, command=cmd, force=force)
-    return _Running(job, folder, gen, torch.cuda.Stream(dev) if dev.type == 'cuda' else None, lock)
+    return _Running(job, folder, gen, dev, lock)
 
 def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='auto', force=False, log=print,
                     command: str | None = None) -> list[Outcome]:
@@ -285,7 +350,8 @@ def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='aut
                     else: active[i] = got
                 for i, run in list(active.items()):
                     try:
-                        with (torch.cuda.stream(run.stream) if run.stream is not None else nullcontext()): next(run.gen)
+                        with (torch.cuda.stream(run.stream) if run.stream is not None else nullcontext()), run.rng.active():
+                            next(run.gen)
                     except StopIteration:
                         secs = time.perf_counter() - run.t0
                         log(f'[done ] {run.folder.name} in {secs:.0f} s')
@@ -304,10 +370,20 @@ def _prepare(preset, root, jobs, execute, epochs):
           f"unknown execution {execute!r}: use auto, papermill, process or streams")
     name, todo = grid_jobs(preset, epochs)
     root = Path(root)
+    folders = [job_dir(j, root, name) for j in todo]
+    inside = root.resolve()
+    for f in folders:  # through symbolic links too: a grid never writes outside its root
+        check(f.resolve().is_relative_to(inside) and f.resolve() != inside,
+              f"the folder of a job of grid {name}, {f}, lies outside the results folder {root}: remove the link that leads out")
+    first = {}
+    for i, f in enumerate(folders):
+        check(f not in first, f"jobs {first.get(f, 0) + 1} and {i + 1} of grid {name} are the same configuration ({f.name}): "
+                              "remove one of them")
+        first[f] = i
     try: root.mkdir(parents=True, exist_ok=True); probe = root / f'.probe-{os.getpid()}'; probe.touch(); probe.unlink()
     except OSError as e: raise LolipError(f"cannot write to results folder {root} ({e.strerror}): choose another with --root") from None
     if execute == 'auto': execute = 'papermill' if _has_papermill() else 'process'
-    return name, todo, [job_dir(j, root, name) for j in todo], execute
+    return name, todo, folders, execute
 
 def run_grid(preset: str, root='results', jobs: int = 1, execute: str = 'auto', device='auto', force=False,
              epochs: int | None = None, backend: str = 'local', address: str | None = None, log=print,
@@ -319,8 +395,16 @@ def run_grid(preset: str, root='results', jobs: int = 1, execute: str = 'auto', 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f'grid {name}: {len(todo)} jobs, {jobs} at a time, {execute}, results in {Path(root) / name}')
     if execute == 'streams': return run_interleaved(todo, folders, jobs, device, force, log, command)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda jf: run_job(jf[0], jf[1], execute, device, force, threads, log, command), zip(todo, folders)))
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        running = [pool.submit(run_job, j, f, execute, device, force, threads, log, command) for j, f in zip(todo, folders)]
+        return [r.result() for r in running]
+    except BaseException:  # Ctrl-C, or SIGTERM turned into an exception by the command line: stop the jobs now, not after them
+        _stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _stopping.clear()
 
 # %% ../nbs/12_runner.ipynb #b53eae39
 RAY_RETRIES = 3

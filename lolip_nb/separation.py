@@ -4,14 +4,14 @@
 
 # %% ../nbs/02_separation.ipynb #7521b39c
 from __future__ import annotations
-import argparse, contextlib, math, os, time
+import contextlib, math, os, time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import LolipError, check, get_device, provenance, atomic_write_json, _atomic
+from .core import LolipError, check, get_device, provenance, atomic_write_json, _atomic, _Parser, _check_writable
 from .data import DATASETS, load_dataset, dataset_source, _load_uint8, data_root
 
 # %% auto #0
@@ -271,7 +271,7 @@ def _table(res) -> str:
 def separation_main(argv=None) -> dict:
     "`lolip separation`: compute a dataset's separation, print the table, write JSON, histogram and distances."
     import sys
-    ap = argparse.ArgumentParser(prog='lolip separation', description=separation_main.__doc__)
+    ap = _Parser(prog='lolip separation', description=separation_main.__doc__)
     ap.add_argument('--dataset', required=True, help=f"one of {', '.join(DATASETS)}")
     ap.add_argument('--norm', default='inf', help="'inf' or '2'")
     ap.add_argument('--out', default=None, help='output folder (default results/separation/<dataset>-<norm>)')
@@ -286,9 +286,15 @@ def separation_main(argv=None) -> dict:
     a = ap.parse_args(argv)
     norm = _norm(a.norm)
     check(a.dataset in DATASETS, f"unknown dataset {a.dataset!r}: choose one of {', '.join(DATASETS)}")
+    # every number is checked, and the output folder too, before minutes of computing
     check(a.subset is None or a.subset > 0, f"--subset must be positive, got {a.subset}")
+    check(0 <= a.seed < 2**64, f"--seed must be in 0..2**64-1, got {a.seed}")
+    check(a.k >= 1, f"--k must be at least 1, got {a.k}")
+    check(0 <= a.drop < (a.subset or math.inf), f"--drop must be in 0..{(a.subset or math.inf) - 1}, got {a.drop}")
+    check(0 < a.max_memory_gb < math.inf, f"--max-memory-gb must be a positive number, got {a.max_memory_gb}")
     dev = get_device(a.device)
     out = Path(a.out or f'results/separation/{a.dataset}-{norm}')
+    _check_writable(out)
     t0 = time.time()
     res = separation(a.dataset, norm, subset=a.subset, seed=a.seed, k=a.k, drop=a.drop, device=dev,
                      max_memory=a.max_memory_gb, root=a.root)

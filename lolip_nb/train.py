@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #99b45954
 from __future__ import annotations
-import math, os, pickle, random, time
+import copy, math, os, pickle, random, time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
-from .core import LolipError, check, get_device, seed_all, atomic_torch_save, configure_cuda
+from .core import LolipError, DiskFull, check, get_device, seed_all, atomic_torch_save, configure_cuda
 from .config import Config, AUGS, config_hash
 from .data import DATASETS, load_dataset
 from .defenses import method_loss
@@ -97,20 +97,40 @@ def _finite(tensors) -> bool:
     flags = [torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
 
+_CHECKPOINT = ('model', 'optimizer', 'scheduler', 'rng', 'epoch', 'history', 'config_hash', 'config')
+
 def _load_checkpoint(path: Path, cfg: Config) -> dict:
     "The checkpoint at `path`, which must belong to `cfg`."
+    redo = "delete it to start this run over"
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise LolipError(f"cannot read checkpoint {path} ({type(e).__name__}): delete it to start this run over")
-    if ck.get('config_hash') != config_hash(cfg):
-        old, new = ck.get('config', {}), cfg.to_dict()
+        raise LolipError(f"cannot read checkpoint {path} ({type(e).__name__}): {redo}")
+    lacks = sorted(set(_CHECKPOINT) - set(ck)) if isinstance(ck, dict) else list(_CHECKPOINT)
+    if not lacks and not isinstance(ck['model'], dict): lacks = ['model weights']
+    check(not lacks, f"checkpoint {path} is not a checkpoint of this program (it lacks {lacks}): {redo}")
+    if ck['config_hash'] != config_hash(cfg):
+        old, new = ck['config'] if isinstance(ck['config'], dict) else {}, cfg.to_dict()
         diff = ', '.join(f'{k} {old.get(k)!r} -> {v!r}' for k, v in new.items() if old.get(k) != v)
         raise LolipError(f"checkpoint {path} belongs to another configuration ({diff}): "
                          f"use another output folder or delete the checkpoint")
-    if not _finite(ck.get('model', {}).values()):
-        raise LolipError(f"checkpoint {path} holds weights that are not finite (a diverged run): delete it to start this "
-                         f"run over, with a lower learning rate (lr={cfg.lr:g})")
+    if not _finite(ck['model'].values()):
+        raise LolipError(f"checkpoint {path} holds weights that are not finite (a diverged run): {redo}, "
+                         f"with a lower learning rate (lr={cfg.lr:g})")
     return ck
+
+def _restore(ck: dict, path: Path, cfg: Config, model, opt, sched, gens: dict, graphs: bool) -> tuple[list, int]:
+    "Load a checkpoint's state into the run; returns (history, epoch). A checkpoint that does not fit is refused."
+    try:
+        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+        _set_capturable(opt, graphs)
+        _set_rng_state(ck['rng'], gens)
+        history, epoch = list(ck['history']), ck['epoch']
+        ok = isinstance(epoch, int) and 0 < epoch <= cfg.epochs and len(history) == epoch
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, ValueError) as e:  # loadable, but not what we wrote
+        ok, why = False, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
+    else: why = f"epoch {epoch!r} with {len(history)} epochs of history"
+    check(ok, f"checkpoint {path} is malformed ({why}): delete it to start this run over")
+    return history, epoch
 
 # %% ../nbs/10_train.ipynb #3ed938a7
 _SYNC_EVERY = 20
@@ -207,31 +227,37 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
     x, y = x.to(dev, torch.float32), y.to(dev, torch.int64)
     seed_all(cfg.seed)
     model = build_model(cfg.arch, info.channels, info.classes, info.size).to(dev)
+    if len(x) % cfg.batch_size == 1:  # BatchNorm cannot train on one value per channel: try the last batch of one image first
+        try:
+            with torch.no_grad(): copy.deepcopy(model).train()(x[:1])
+        except ValueError:
+            raise LolipError(f"{cfg.arch} cannot train on the last batch of one image that {len(x)} training images in batches "
+                             f"of {cfg.batch_size} leave (its BatchNorm needs two): use {len(x) - 1} training images "
+                             "(n_train) or another batch size") from None
     opt = _optimizer(cfg, model.parameters(), capturable=graphs)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
     gens = dict(shuffle=torch.Generator().manual_seed(cfg.seed), augment=torch.Generator(dev).manual_seed(cfg.seed + 1))
     path = Path(out_dir) / 'checkpoint.pt' if out_dir is not None else None
     history, start = [], 0
     if path is not None and path.exists():
-        ck = _load_checkpoint(path, cfg)
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-        _set_capturable(opt, graphs)
-        _set_rng_state(ck['rng'], gens)
-        history, start = list(ck['history']), ck['epoch']
+        history, start = _restore(_load_checkpoint(path, cfg), path, cfg, model, opt, sched, gens, graphs)
     for epoch in range(start + 1, cfg.epochs + 1):
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
         loss_sum, correct = yield from _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir, graphs)
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
                             seconds=time.perf_counter() - t0))
         sched.step()
+        kept = f"the last checkpoint (epoch {epoch - 1}) in {out_dir} is kept" if path is not None and epoch > 1 else "nothing was saved"
         if not _finite(model.state_dict().values()):  # a finite last loss can still leave inf weights behind
-            kept = f"the checkpoint of epoch {epoch - 1} in {out_dir} is kept" if path is not None and epoch > 1 else "nothing was saved"
             raise LolipError(f"the weights are not finite after epoch {epoch} ({cfg.loss}): lower the learning rate "
                              f"(lr={cfg.lr:g}); {kept}")
         if path is not None:
-            _save_checkpoint(path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                             rng=_rng_state(gens), epoch=epoch, history=history, config_hash=config_hash(cfg),
-                             config=cfg.to_dict())
+            try: _save_checkpoint(path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                                  rng=_rng_state(gens), epoch=epoch, history=history, config_hash=config_hash(cfg),
+                                  config=cfg.to_dict())
+            except DiskFull:
+                raise LolipError(f"no space left on device for the checkpoint of epoch {epoch}: {kept}; free some space "
+                                 "and run the same command again to resume") from None
     return model.eval(), history
 
 def run_steps(gen):

@@ -5,12 +5,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# the `lolip` command of this checkout: the environment's console script may point at another clone sharing the venv
+LOLIP = [sys.executable, '-m', 'lolip_nb.cli']
+
+
+def child_env(env=None) -> dict:
+    "The environment of a child process: this checkout first on Python's path, unbuffered output, `env` on top."
+    e = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    e['PYTHONPATH'] = os.pathsep.join([str(REPO)] + ([e['PYTHONPATH']] if e.get('PYTHONPATH') else []))
+    return e
 
 
 def lolip(*args, cwd=None, env=None, timeout=600, **kw):
-    "Run the installed `lolip` console script as a user would; returns the CompletedProcess."
-    e = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-    return subprocess.run([str(BIN / 'lolip'), *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True,
+    "Run this checkout's `lolip` command as a user would; returns the CompletedProcess."
+    return subprocess.run([*LOLIP, *map(str, args)], cwd=cwd, env=child_env(env), capture_output=True, text=True,
                           timeout=timeout, **kw)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lolip, BIN
+from conftest import lolip, child_env, LOLIP, BIN
 
 ray = pytest.importorskip('ray')
 
@@ -19,7 +19,7 @@ def cluster(tmp_path_factory):
     "A real Ray head node on 127.0.0.1 with 2 CPUs, stopped after the module."
     port = _free_port()
     tmp = tmp_path_factory.mktemp('ray')
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED='0')
+    env = child_env({'RAY_USAGE_STATS_ENABLED': '0'})  # Ray's workers import this checkout too
     start = subprocess.run([str(BIN / 'ray'), 'start', '--head', '--node-ip-address', '127.0.0.1', '--port', str(port),
                             '--num-cpus', '2', '--num-gpus', '0', '--include-dashboard', 'false', '--disable-usage-stats',
                             f'--temp-dir={tmp}'], env=env, capture_output=True, text=True, timeout=180)
@@ -75,9 +75,9 @@ def test_killed_ray_worker_is_retried_and_resumes(tmp_path, tiny_grid, cluster):
     spec['jobs'][0]['params'].update(epochs=3, n_train=256)
     grid.write_text(json.dumps(spec))
     root = tmp_path / 'results'
-    driver = subprocess.Popen([str(BIN / 'lolip'), 'grid', str(grid), '--root', str(root), '--execute', 'process',
+    driver = subprocess.Popen([*LOLIP, 'grid', str(grid), '--root', str(root), '--execute', 'process',
                                '--device', 'cpu', '--backend', 'ray', '--address', cluster],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     folder = None
     t0 = time.time()
     while time.time() - t0 < 300:   # wait for the first epoch's checkpoint
