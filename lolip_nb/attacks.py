@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
 
 from .core import LolipError, check, get_device
 from .perturb import ascend, norm_of, eval_mode, check_inputs
