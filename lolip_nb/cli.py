@@ -46,7 +46,9 @@ def _run_parser(p: argparse.ArgumentParser):
     p.add_argument('--device', default='auto', help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument('--out', default=None, help="result folder; default results/runs/<model>-<hash>")
     p.add_argument('--force', action='store_true', help="rerun even when the folder already holds a finished result")
-    p.add_argument('--save-model', action='store_true', help="also keep the trained weights as model.pt")
+    p.add_argument('--save-model', action='store_true',
+                   help="no longer needed, accepted so that older commands still work: every run keeps its trained weights "
+                        "as model.safetensors in its result folder")
     p.add_argument('--quiet', action='store_true', help="no progress bars")
 
 def _run(a, command):
@@ -61,12 +63,11 @@ def _run(a, command):
     _check_writable(out)
     with job_lock(out) as mine:  # the lock grid jobs take: never two runs training into one folder
         check(mine, f"{out} is in use by another run (lolip run or a grid job): wait for it to finish, or choose another --out")
-        res = run_experiment(cfg, out, device=a.device, progress=not a.quiet, command=command, force=a.force,
-                             save_model=a.save_model)
+        res = run_experiment(cfg, out, device=a.device, progress=not a.quiet, command=command, force=a.force)
     m = res['metrics']
     print(f"{res['name']} on {cfg.dataset} (eps {cfg.eps}, {cfg.epochs} epochs): "
           + ', '.join(f'{k} {v:.4g}' for k, v in m.items()))
-    print(f"result: {out / 'result.json'}")
+    print(f"result: {out / 'result.json'}, model: {out / 'model.safetensors'}")
 
 # %% ../nbs/14_cli.ipynb #0a4bf3a4
 def _grid_parser(p):
