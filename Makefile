@@ -6,7 +6,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 CACHE ?= $(HOME)/.cache/lolip_nb
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
-VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
+# Another package index for torch and torchvision, e.g. PyTorch's CPU-only wheels (no CUDA libraries to download):
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# It installs the versions pinned in requirements.txt from that index and leaves out the CUDA build's own libraries
+# (nvidia-*, cuda-*, triton); such an environment gets its own cache folder. Unset (the default), everything comes from
+# requirements.txt as pinned, exactly as without this variable.
+TORCH_INDEX ?=
+VENV_DIR := $(CACHE)/venv-$(REQ_HASH)$(if $(TORCH_INDEX),-$(shell printf '%s' '$(TORCH_INDEX)' | sha256sum | cut -c1-8))
 VENV := .venv
 BIN := $(VENV)/bin
 JOBS ?= 2
@@ -17,6 +23,7 @@ help:
 	@echo "make reproduce   quick real reproduction on Fashion-MNIST (CPU), its table, then the book"
 	@echo "make test        notebook tests (nbdev_test), sync/clean checks, integration tests (pytest)"
 	@echo "make install     system packages (apt, when available) + the pinned .venv"
+	@echo "                 (TORCH_INDEX=https://download.pytorch.org/whl/cpu: CPU-only torch wheels, same versions)"
 	@echo "make book        build book/_build/html offline"
 
 install: system-packages venv
@@ -46,7 +53,13 @@ $(VENV_DIR)/.complete:
 	rm -rf $(VENV_DIR)
 	$(PYTHON) -m venv $(VENV_DIR)
 	$(VENV_DIR)/bin/pip install -q --upgrade pip
+ifeq ($(strip $(TORCH_INDEX)),)
 	$(VENV_DIR)/bin/pip install -q -r requirements.txt
+else
+	$(VENV_DIR)/bin/pip install -q --no-deps --index-url $(TORCH_INDEX) $$(grep -E '^(torch|torchvision)==' requirements.txt)
+	grep -v -E '^(torch|torchvision|triton|nvidia-[^=]*|cuda-[^=]*)==' requirements.txt > $(VENV_DIR)/requirements-other.txt
+	$(VENV_DIR)/bin/pip install -q -r $(VENV_DIR)/requirements-other.txt
+endif
 	touch $@
 
 # CI's job: the library agrees with the notebooks, notebooks are clean, notebook tests, then pytest (last line: its summary).

@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 __all__ = ['LolipError', 'get_device', 'seed_all', 'ascend', 'project', 'check_inputs', 'pgd', 'multi_targeted', 'attack_dataset',
            'autoattack', 'local_lipschitz', 'local_lipschitz_original', 'strong_search', 'accuracy', 'predict',
            'evaluate', 'natural_loss', 'at_loss', 'rst_loss', 'trades_loss', 'llr_loss', 'gr_loss', 'training_loss',
-           'method_loss', 'LOSSES', 'FORMS', 'build_model', 'ARCHS', 'Config', 'parse_model_name', 'model_name']
+           'method_loss', 'LOSSES', 'FORMS', 'build_model', 'ARCHS', 'Config', 'parse_model_name', 'model_name',
+           'load_run', 'evaluate_run']
 
 # %% ../nbs/16_api.ipynb #cd5bbfad
 from .core import LolipError, get_device, seed_all
@@ -20,9 +21,10 @@ from .defenses import (natural_loss, at_loss, rst_loss, trades_loss, llr_loss, g
                        LOSSES, FORMS)
 from .models import build_model, ARCHS
 from .config import Config, parse_model_name, model_name
+from .experiment import load_run, evaluate_run
 
 _all_ = ['LolipError', 'get_device', 'seed_all', 'ascend', 'project', 'check_inputs', 'pgd', 'multi_targeted',
          'attack_dataset', 'autoattack', 'local_lipschitz', 'local_lipschitz_original', 'strong_search', 'accuracy',
          'predict', 'evaluate', 'natural_loss', 'at_loss', 'rst_loss', 'trades_loss', 'llr_loss', 'gr_loss',
          'training_loss', 'method_loss', 'LOSSES', 'FORMS', 'build_model', 'ARCHS', 'Config', 'parse_model_name',
-         'model_name']
+         'model_name', 'load_run', 'evaluate_run']

@@ -69,12 +69,13 @@ def _read_idx(path) -> np.ndarray:
 # %% ../nbs/01_data.ipynb #836a37a4
 _IDX = {'mnist': ('mnist', 'MNIST', '/usr/share/datasets/mnist'),
         'fashion_mnist': ('fashion_mnist', 'FashionMNIST', '/usr/share/datasets/fashion-mnist')}
+_ONLINE = "download it when online (lolip run --download, or load_dataset(..., download=True))"
 _HOWTO = {
-    'mnist': "set LOLIP_DATA to a folder holding mnist/ with the IDX files, or pass download=True when online",
+    'mnist': f"set LOLIP_DATA to a folder holding mnist/ with the IDX files, or {_ONLINE}",
     'fashion_mnist': "`apt-get install dataset-fashion-mnist`, set LOLIP_DATA to a folder holding fashion_mnist/ "
-                     "with the IDX files, or pass download=True when online",
-    'cifar10': "set LOLIP_DATA to a folder holding cifar-10-batches-py/, or pass download=True when online",
-    'svhn': "set LOLIP_DATA to a folder holding svhn/{train,test}_32x32.mat, or pass download=True when online",
+                     f"with the IDX files, or {_ONLINE}",
+    'cifar10': f"set LOLIP_DATA to a folder holding cifar-10-batches-py/, or {_ONLINE}",
+    'svhn': f"set LOLIP_DATA to a folder holding svhn/{{train,test}}_32x32.mat, or {_ONLINE}",
     'restricted_imagenet': "build it with build_restricted_imagenet(imagenet_dir, data_root()/'restricted_imagenet')",
 }
 
@@ -104,6 +105,27 @@ def _unavailable(name, searched, extra=''):
     where = ', '.join(str(s) for s in searched)
     return DatasetUnavailable(f"dataset {name!r} not found{extra} (searched {where}): {_HOWTO[name]}")
 
+def _download_failed(name, searched, root, e: BaseException):
+    "The one-line error of a failed download: what went wrong (the network problem when there is one) and what to do."
+    why = _network_problem(e)
+    fix = "check this machine's network connection (or proxy) and try again" if why.startswith('network error') else "try again"
+    where = ', '.join(str(s) for s in searched)
+    return DatasetUnavailable(f"dataset {name!r} not found and its download into {root} failed ({why}): {fix}, "
+                              f"or copy it there by hand (searched {where})")
+
+# %% ../nbs/01_data.ipynb #7c47a065
+def _network_problem(e: BaseException) -> str:
+    "What made a download fail, in a few words: the network error (name resolution, no route, timeout) when there is one."
+    import re, socket, urllib.error
+    err = e
+    while err is not None:  # the error itself, or one it arose from
+        if isinstance(err, urllib.error.URLError): return f"network error: {err.reason}"
+        if isinstance(err, (socket.gaierror, ConnectionError, TimeoutError)): return f"network error: {err}"
+        err = err.__cause__ or err.__context__
+    m = re.search(r'<urlopen error (.+?)>', str(e))  # torchvision's MNIST reports every mirror it tried in one message
+    if m: return f"network error: {m.group(1)}"
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
 # %% ../nbs/01_data.ipynb #8c1cfc05
 def _load_idx(name, split, root: Path, download):
     for folder in _idx_folders(name, root):
@@ -114,8 +136,7 @@ def _load_idx(name, split, root: Path, download):
         import torchvision
         cls = torchvision.datasets.MNIST if name == 'mnist' else torchvision.datasets.FashionMNIST
         try: cls(str(root), train=split == 'train', download=True)
-        except Exception as e:
-            raise _unavailable(name, _idx_folders(name, root), f" and the download failed ({type(e).__name__})")
+        except Exception as e: raise _download_failed(name, _idx_folders(name, root), root, e) from None
         folder = _idx_folders(name, root)[1]
         files = _idx_files(folder, split)
     x, y = (_read_idx(f) for f in files)
@@ -135,8 +156,7 @@ def _load_torchvision(name, split, root: Path, download):
             ds = torchvision.datasets.SVHN(str(folder), split=split, download=bool(download))
             x, y = torch.from_numpy(ds.data), torch.from_numpy(np.asarray(ds.labels))
     except Exception as e:
-        why = f" and the download failed ({type(e).__name__})" if download else ''
-        raise _unavailable(name, [folder], why)
+        raise (_download_failed(name, [folder], root, e) if download else _unavailable(name, [folder])) from None
     return x.contiguous(), y.long(), str(folder)
 
 def _load_image_folder(name, split, root: Path, download):

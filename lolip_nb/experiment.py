@@ -4,22 +4,25 @@
 
 # %% ../nbs/11_experiment.ipynb #94d20da7
 from __future__ import annotations
-import errno, fcntl, json, math, os, time
+import dataclasses, errno, fcntl, hashlib, json, math, os, time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from .core import (LolipError, DiskFull, check, atomic_write_json, atomic_torch_save, get_device, provenance,
-    seed_all, _remove_temps)
+from .core import (LolipError, DiskFull, check, atomic_write_json, get_device, provenance, seed_all,
+    _atomic, _check_writable, _remove_temps)
 from .config import Config, config_hash, model_name, parse_model_name
 
 # %% auto #0
-__all__ = ['RESULT_FILE', 'DATASET_ALIASES', 'ATTACK_ALIASES', 'run_dir', 'read_result', 'is_complete', 'iter_results',
-           'job_lock', 'experiment_config', 'run_experiment_steps', 'run_experiment']
+__all__ = ['RESULT_FILE', 'MODEL_FILE', 'LOG_FILE', 'DATASET_ALIASES', 'ATTACK_ALIASES', 'EVALUATIONS', 'run_dir', 'read_result',
+           'is_complete', 'iter_results', 'job_lock', 'experiment_config', 'save_weights', 'run_experiment_steps',
+           'run_experiment', 'load_run', 'evaluate_run']
 
 # %% ../nbs/11_experiment.ipynb #7b7d68d4
 RESULT_FILE = 'result.json'
+MODEL_FILE = 'model.safetensors'  # the trained weights of a finished run
+LOG_FILE = 'run.log'              # a line per epoch (and the job's own output in a grid)
 
 def run_dir(cfg: Config, root='results', group: str | None = None) -> Path:
     "The folder of `cfg`'s result under `root` (and a `group` such as a grid preset)."
@@ -100,9 +103,29 @@ def experiment_config(model: str, dataset: str, eps: float | None = None, norm='
     return parse_model_name(model, dataset, eps=eps, norm=str(norm), seed=int(random_seed),
                             attack=ATTACK_ALIASES[attack], **kw, **overrides)
 
+# %% ../nbs/11_experiment.ipynb #483c34dc
+def save_weights(model,          # the trained model (any device)
+                 cfg: Config,    # its configuration, stored with its hash in the file's metadata
+                 path,           # where to write, e.g. FOLDER/model.safetensors
+                ) -> Path:
+    "Write `model`'s state dict to `path` as safetensors, `cfg` and its hash in the metadata, atomically; finite weights only."
+    from safetensors.torch import save
+    from lolip_nb.train import _finite
+    state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
+    check(_finite(state.values()), f"the weights of {model_name(cfg)} are not finite: {path} is not written")
+    meta = dict(config=json.dumps(cfg.to_dict(), sort_keys=True), config_hash=config_hash(cfg), name=model_name(cfg))
+    return _atomic(path, lambda f: f.write(save(state, metadata=meta)))
+
 # %% ../nbs/11_experiment.ipynb #e009bdcf
-def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
-                         save_model=False):
+def _appender(path: Path):
+    "A `log` that appends each line to the file `path`."
+    def log(line: str):
+        try:
+            with open(path, 'a') as f: f.write(line + '\n')
+        except OSError: pass  # a progress line is not worth stopping a run for; a full disk stops it at the next checkpoint
+    return log
+
+def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False):
     "`run_experiment` as a generator that yields after every training step; its return value is the result."
     from lolip_nb.train import train_steps, load_data, _use_graphs
     from lolip_nb.evaluate import evaluate, evaluation_protocol
@@ -116,8 +139,11 @@ def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, comma
     dev = get_device(device)
     t0 = time.perf_counter()
     data = load_data(cfg)
-    model, history = yield from train_steps(cfg, out_dir=out_dir, device=dev, progress=progress, data=data)
+    log = _appender(out_dir / LOG_FILE)
+    model, history = yield from train_steps(cfg, out_dir=out_dir, device=dev, progress=progress, data=data, log=log)
     t1 = time.perf_counter()
+    log(f"evaluating on {len(data[0][1])} training and {len(data[1][1])} test images ({cfg.attack}, "
+        f"AutoAttack {cfg.autoattack or 'skipped'})")
     seed_all(cfg.seed)  # evaluation's random starts do not depend on how training consumed the generator (or on a resume)
     check(all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()),
           f"the trained weights of {model_name(cfg)} are not finite (the run diverged): lower the learning rate (lr={cfg.lr:g}); "
@@ -135,16 +161,100 @@ def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, comma
                   execution=dict(device=dev.type, cuda_graphs=_use_graphs(None, dev),
                                  tf32=dev.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32))
     try:
-        if save_model: atomic_torch_save(model.state_dict(), out_dir / 'model.pt')
+        save_weights(model, cfg, out_dir / MODEL_FILE)  # before the result: a finished result always has its weights
         atomic_write_json(out_dir / RESULT_FILE, result)
     except DiskFull as e:
         raise LolipError(f"{e}; the checkpoint of the trained model (epoch {cfg.epochs}) is kept, so that run evaluates "
                          "it without training again") from None
     (out_dir / 'checkpoint.pt').unlink(missing_ok=True)  # the run is complete: its checkpoint is no longer needed
+    log(f"done in {t2 - t0:.0f} s: " + ', '.join(f'{k} {metrics[k]:.4g}' for k in ('test_acc', 'adv_test_acc', 'test_lip')))
     return result
 
-def run_experiment(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
-                   save_model=False) -> dict:
-    "Train and evaluate `cfg`, writing checkpoints and finally `result.json` into `out_dir`; returns the result."
+def run_experiment(cfg: Config,                 # the configuration to train and evaluate (experiment_config)
+                   out_dir,                     # its result folder: checkpoints, run.log, model.safetensors, result.json
+                   device=None,                 # 'auto'/None (CUDA when present), 'cpu', 'cuda', 'cuda:N'
+                   progress=True,               # progress bars
+                   command: str | None = None,  # recorded in the provenance; None: this process's command line
+                   force=False,                 # recompute even when out_dir holds this configuration's result
+                  ) -> dict:
+    "Train and evaluate `cfg`, writing checkpoints and finally `model.safetensors` and `result.json` into `out_dir`; returns the result."
     from lolip_nb.train import run_steps
-    return run_steps(run_experiment_steps(cfg, out_dir, device, progress, command, force, save_model))
+    return run_steps(run_experiment_steps(cfg, out_dir, device, progress, command, force))
+
+# %% ../nbs/11_experiment.ipynb #cee71669
+def load_run(folder,          # a finished run's result folder (result.json and model.safetensors)
+             device='cpu',    # where to put the model: 'cpu', 'cuda', 'cuda:N' or 'auto'
+            ) -> tuple:
+    "`(model, config, result)` of the finished run in `folder`: the trained model in eval mode on `device`."
+    from safetensors import safe_open, SafetensorError
+    from safetensors.torch import load_file
+    from lolip_nb.models import build_model
+    from lolip_nb.data import DATASETS
+    folder, dev = Path(folder), get_device(device)
+    res = read_result(folder)
+    check(res is not None, f"{folder} holds no finished run (no {RESULT_FILE}): give the folder of a run that lolip run or "
+                           "lolip grid finished")
+    path, redo = folder / MODEL_FILE, "run its configuration again with --force"
+    check(path.is_file(), f"{folder} has no trained weights ({MODEL_FILE}; runs finished before lolip_nb kept them have "
+                          f"none): {redo}")
+    try: cfg = Config.from_dict(res['config'])
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise LolipError(f"{folder / RESULT_FILE} has no readable configuration ({(str(e).splitlines() or [''])[0][:120]}): {redo}") from None
+    try:
+        with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
+        state = load_file(str(path), device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LolipError(f"cannot read {path} ({(str(e).splitlines() or [''])[0][:120]}): delete it and {redo}") from None
+    check(meta.get('config_hash') == res.get('config_hash') == config_hash(cfg),
+          f"{path} holds the weights of configuration {meta.get('config_hash')}, but its {RESULT_FILE} is of "
+          f"{res.get('config_hash')}: they come from different runs; {redo}")
+    info = DATASETS[cfg.dataset]
+    with torch.random.fork_rng(devices=[]):  # the fresh model's initial draws do not move the caller's generator
+        model = build_model(cfg.arch, info.channels, info.classes, info.size)
+    try: model.load_state_dict(state)
+    except RuntimeError as e:
+        raise LolipError(f"{path} does not fit {cfg.arch} ({(str(e).strip().splitlines() or [''])[-1].strip()[:160]}): {redo}") from None
+    return model.to(dev).eval(), cfg, res
+
+# %% ../nbs/11_experiment.ipynb #9ac2958b
+EVALUATIONS = 'evaluations'  # the folder of a run's later evaluations
+_SETTINGS = ('attack', 'eps', 'norm', 'autoattack', 'n_strong', 'n_test')
+
+def evaluate_run(folder,                       # a finished run's folder (result.json and model.safetensors)
+                 out=None,                     # the JSON file to write; None: FOLDER/evaluations/<attack>-eps<eps>-<hash>.json
+                 device='auto',                # where to compute: 'auto', 'cpu', 'cuda', 'cuda:N'
+                 progress: bool = False,       # progress bars
+                 command: str | None = None,   # recorded in the provenance; None: this process's command line
+                 **settings,                   # attack, eps, norm, autoattack (None skips it), n_strong, n_test: default the run's
+                ) -> tuple[Path, dict]:
+    "Evaluate the stored model of `folder` again on its run's data; returns the evaluation's file and record."
+    from lolip_nb.train import load_data
+    from lolip_nb.evaluate import evaluate, evaluation_protocol
+    from lolip_nb.data import dataset_source
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    check(not unknown, f"unknown evaluation setting(s) {unknown}: use {', '.join(_SETTINGS)}")
+    if 'attack' in settings:
+        check(settings['attack'] in ATTACK_ALIASES, f"unknown attack {settings['attack']!r}: use one of {sorted(ATTACK_ALIASES)}")
+        settings['attack'] = ATTACK_ALIASES[settings['attack']]
+    folder = Path(folder)
+    dev = get_device(device)
+    model, cfg, res = load_run(folder, dev)
+    ecfg = dataclasses.replace(cfg, **settings)  # validates them as a configuration's fields (eps range, n_test, ...)
+    s = {k: getattr(ecfg, k) for k in _SETTINGS}
+    digest = hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:8]
+    path = Path(out) if out else folder / EVALUATIONS / f"{s['attack']}-eps{s['eps']:g}-{digest}.json"
+    check(not path.is_dir(), f"{path} is a folder: choose another --out")
+    _check_writable(path.parent)
+    data = load_data(ecfg)
+    t0 = time.perf_counter()
+    seed_all(cfg.seed)  # as run_experiment before its evaluation: the run's settings give its metrics
+    metrics = evaluate(model, data[0], data[1], eps=s['eps'], norm=s['norm'], attack=s['attack'], autoattack=s['autoattack'],
+                       n_strong=s['n_strong'], device=dev, progress=progress)
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    check(not bad, f"{folder}: metric(s) {bad} are not finite, so nothing is written; check the model and data")
+    record = dict(model=str(folder), name=res.get('name'), config_hash=res.get('config_hash'), settings=s, metrics=metrics,
+                  evaluation=evaluation_protocol(s['eps'], s['norm'], s['attack'], s['autoattack'], s['n_strong'], len(data[1][1])),
+                  n_train=len(data[0][1]), n_test=len(data[1][1]), timings=dict(evaluate_s=time.perf_counter() - t0),
+                  dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command))
+    atomic_write_json(path, record)
+    return path, record

@@ -6,20 +6,20 @@
 from __future__ import annotations
 import json, os, random, re, signal, subprocess, sys, threading, time, traceback
 from contextlib import ExitStack, contextmanager, nullcontext
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import LolipError, check, atomic_write_json
 from .data import DATASETS
-from .experiment import experiment_config, run_dir, read_result, job_lock, RESULT_FILE, DATASET_ALIASES
+from .experiment import experiment_config, run_dir, read_result, job_lock, RESULT_FILE, LOG_FILE, DATASET_ALIASES
 from .separation import _norm
 from .defenses import FORMS, forms_differ
 
 # %% auto #0
 __all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'DATASETS_ALL', 'QUICK', 'QUICK_PAPER_FORMS', 'PRESET_NAMES',
-           'NOTEBOOKS', 'EXECUTED', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir', 'Outcome', 'run_job',
-           'run_interleaved', 'run_grid', 'summary']
+           'NOTEBOOKS', 'EXECUTED', 'STATUS_EVERY', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir',
+           'Outcome', 'run_job', 'run_interleaved', 'run_grid', 'summary']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
@@ -156,14 +156,30 @@ def grid_jobs(preset: str, epochs: int | None = None) -> tuple[str, list[Job]]:
 NOTEBOOKS = {'experiment01': 'experiment01.ipynb', 'separation': 'separation.ipynb'}
 EXECUTED = {'experiment01': 'experiment.ipynb', 'separation': 'separation.ipynb'}  # the executed copy in the result folder
 
-def notebooks_dir() -> Path:
-    "Where the experiment notebooks live: `nbs/experiments` of this checkout, or `$LOLIP_NOTEBOOKS`."
+def _notebook_dirs() -> list[Path]:
+    "Where the experiment notebooks may be, in order: `$LOLIP_NOTEBOOKS` alone when it is set, else the checkout's, then the installed copy."
     import lolip_nb
-    return Path(os.environ.get('LOLIP_NOTEBOOKS') or Path(lolip_nb.__file__).resolve().parent.parent / 'nbs' / 'experiments')
+    if os.environ.get('LOLIP_NOTEBOOKS'): return [Path(os.environ['LOLIP_NOTEBOOKS'])]  # told where: no other copy is used
+    return [Path(lolip_nb.__file__).resolve().parent.parent / 'nbs' / 'experiments',  # a checkout (or an editable install)
+            Path(sys.prefix) / 'share' / 'lolip_nb' / 'experiments']                  # where a wheel installs them
+
+def notebooks_dir() -> Path | None:
+    "The folder of the experiment notebooks (`$LOLIP_NOTEBOOKS`, the checkout's `nbs/experiments`, the installed copy), or None."
+    return next((d for d in _notebook_dirs() if all((d / nb).is_file() for nb in NOTEBOOKS.values())), None)
 
 def _has_papermill() -> bool:
     import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in ('papermill', 'ipykernel')) and notebooks_dir().is_dir()
+    return all(importlib.util.find_spec(m) is not None for m in ('papermill', 'ipykernel')) and notebooks_dir() is not None
+
+def _check_papermill():
+    "Refuse `execute='papermill'` in one line when papermill or the notebooks are missing."
+    import importlib.util
+    missing = [m for m in ('papermill', 'ipykernel') if importlib.util.find_spec(m) is None]
+    check(not missing, f"--execute papermill needs {' and '.join(missing)}: install them (pip install papermill ipykernel), "
+                       "or use --execute process")
+    where = ', '.join(map(str, _notebook_dirs()))
+    check(notebooks_dir() is not None, f"the experiment notebooks ({', '.join(NOTEBOOKS.values())}) are not found (searched "
+                                       f"{where}): set LOLIP_NOTEBOOKS to the folder holding them, or use --execute process")
 
 # %% ../nbs/12_runner.ipynb #7e42713b
 def _failing_cell(nb_path: Path) -> str | None:
@@ -216,6 +232,52 @@ class Outcome:
 def _done(job: Job, folder: Path) -> bool:
     if job.kind == 'experiment01': return read_result(folder) is not None
     return (folder / 'separation.json').is_file()
+
+# %% ../nbs/12_runner.ipynb #66241ccf
+STATUS_EVERY = 30.0  # seconds between the runner's status lines
+_EPOCH = re.compile(r'^epoch (\d+)/(\d+):', re.M)  # what lolip_nb.train.epoch_line writes
+
+def _job_state(folder: Path) -> str:
+    "What a running job's run.log says last: its latest epoch, and whether it is evaluating."
+    try:
+        with open(folder / LOG_FILE, 'rb') as f:  # the end is enough: a papermill job's log also holds papermill's output
+            f.seek(0, os.SEEK_END); f.seek(max(0, f.tell() - 32768)); tail = f.read().decode(errors='replace')
+    except OSError: return 'starting'
+    epochs = _EPOCH.findall(tail)
+    state = f'epoch {epochs[-1][0]}/{epochs[-1][1]}' if epochs else 'starting'
+    evaluating = tail.rfind('\nevaluating on ') > max((m.start() for m in _EPOCH.finditer(tail)), default=-1)
+    return state + (', evaluating' if evaluating or tail.startswith('evaluating on ') else '')
+
+class _Progress:
+    "Which jobs of a grid started and finished when, for the runner's status lines (thread-safe)."
+    def __init__(self, folders: list[Path], jobs: int):
+        self.folders, self.jobs, self.lock = folders, jobs, threading.Lock()
+        self.started, self.finished = {}, {}  # job index -> monotonic start time; job index -> (status, seconds)
+
+    def start(self, i: int):
+        with self.lock: self.started[i] = time.monotonic()
+
+    def finish(self, i: int, outcome: Outcome):
+        with self.lock: self.finished[i] = (outcome.status, outcome.seconds)
+
+    def line(self, now: float | None = None) -> str:
+        "One status line: jobs done, running and left, each running job's epoch, the time left."
+        now = time.monotonic() if now is None else now
+        with self.lock: started, finished = dict(self.started), dict(self.finished)
+        running = [i for i in started if i not in finished]
+        left = len(self.folders) - len(started)
+        runs = ', '.join(f'{self.folders[i].name}: {_job_state(self.folders[i])}' for i in running)
+        took = [s for st, s in finished.values() if st in ('ran', 'failed')]
+        if took:
+            mean = sum(took) / len(took)
+            rest = (left * mean + sum(max(mean - (now - started[i]), 0.0) for i in running)) / self.jobs
+            eta = f'about {_duration(rest)} left (from {len(took)} finished job{"s" * (len(took) > 1)})'
+        else: eta = 'time left unknown until a job finishes'
+        return (f'[status] {len(finished)}/{len(self.folders)} done, {len(running)} running, {left} left'
+                + (f'; {runs}' if runs else '') + f'; {eta}')
+
+def _duration(s: float) -> str:
+    return f'{s:.0f} s' if s < 90 else f'{s / 60:.0f} min' if s < 5400 else f'{s / 3600:.1f} h'
 
 # %% ../nbs/12_runner.ipynb #df5db23d
 def _die_with_parent():
@@ -329,15 +391,16 @@ def _begin(job: Job, folder: Path, dev, force: bool, log, command) -> Outcome | 
     return _Running(job, folder, gen, dev, lock)
 
 def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='auto', force=False, log=print,
-                    command: str | None = None) -> list[Outcome]:
+                    command: str | None = None, status_every: float = 0, progress=None) -> list[Outcome]:
     "Run experiments `jobs` at a time in this thread, one training step of each in turn, each on its own CUDA stream."
     import torch
     from lolip_nb.core import get_device
     from lolip_nb.attacks import memory_share
     dev = get_device(device)
     outcomes, queue, active = [None] * len(todo), list(range(len(todo))), {}
+    progress, last = progress or _Progress(folders, jobs), time.monotonic()
     def finish(i: int, outcome: Outcome):
-        outcomes[i] = outcome
+        outcomes[i] = outcome; progress.finish(i, outcome)
         run = active.pop(i); run.lock.close()
         if dev.type == 'cuda': torch.cuda.empty_cache()  # its stream's cached blocks would serve no other stream
     try:
@@ -345,8 +408,9 @@ def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='aut
             while queue or active:
                 while queue and len(active) < jobs:
                     i = queue.pop(0)
+                    progress.start(i)
                     got = _begin(todo[i], folders[i], dev, force, log, command)
-                    if isinstance(got, Outcome): outcomes[i] = got
+                    if isinstance(got, Outcome): outcomes[i] = got; progress.finish(i, got)
                     else: active[i] = got
                 for i, run in list(active.items()):
                     try:
@@ -358,6 +422,8 @@ def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='aut
                         finish(i, Outcome(run.job, run.folder, 'ran', secs))
                     except Exception as e:
                         finish(i, _fail(run.job, run.folder, run.t0, e, log))
+                if status_every and time.monotonic() - last >= status_every and (queue or active):
+                    log(progress.line()); last = time.monotonic()
     finally:
         for run in active.values(): run.gen.close(); run.lock.close()  # interrupted: checkpoints stay, locks go
     return outcomes
@@ -383,21 +449,48 @@ def _prepare(preset, root, jobs, execute, epochs):
     try: root.mkdir(parents=True, exist_ok=True); probe = root / f'.probe-{os.getpid()}'; probe.touch(); probe.unlink()
     except OSError as e: raise LolipError(f"cannot write to results folder {root} ({e.strerror}): choose another with --root") from None
     if execute == 'auto': execute = 'papermill' if _has_papermill() else 'process'
+    if execute == 'papermill': _check_papermill()
     return name, todo, folders, execute
 
-def run_grid(preset: str, root='results', jobs: int = 1, execute: str = 'auto', device='auto', force=False,
-             epochs: int | None = None, backend: str = 'local', address: str | None = None, log=print,
-             command: str | None = None) -> list[Outcome]:
+def _download(todo: list[Job]):
+    "Fetch every dataset the jobs need and that torchvision can download (`load_dataset(..., download=True)`), before any job starts."
+    from lolip_nb.data import load_dataset
+    names = [_config(j).dataset if j.kind == 'experiment01' else j.params['dataset'] for j in todo]
+    for name in dict.fromkeys(n for n in names if n != 'restricted_imagenet'):  # built from ImageNet, never downloaded
+        for split in ('train', 'test'): load_dataset(name, split, download=True)
+
+def run_grid(preset: str,                     # a preset name (quick, fashion, table2, ...) or a grid .json file
+             root='results',                  # results folder; the grid's runs go to root/<grid name>/
+             jobs: int = 1,                   # jobs at once on this machine
+             execute: str = 'auto',           # 'papermill', 'process', 'streams', or 'auto' (papermill when it can)
+             device='auto',                   # 'auto', 'cpu', 'cuda', 'cuda:N'
+             force=False,                     # recompute finished jobs too
+             epochs: int | None = None,       # cap every experiment's epochs
+             backend: str = 'local',          # 'local' or 'ray'
+             address: str | None = None,      # the Ray cluster to join
+             log=print,                       # where the runner's lines go
+             command: str | None = None,      # recorded in each result's provenance
+             download: bool = False,          # fetch missing MNIST, Fashion-MNIST, CIFAR-10, SVHN first (online)
+             status_every: float = STATUS_EVERY,  # seconds between status lines; 0: none
+            ) -> list[Outcome]:
     "Run every job of `preset` (a name or a grid file) into `root/<name>/` on this machine (`jobs` at a time) or on Ray."
     check(backend in ('local', 'ray'), f"unknown backend {backend!r}: use local or ray")
+    check(isinstance(status_every, (int, float)) and status_every >= 0, f"--status-every must be >= 0 seconds, got {status_every!r}")
     name, todo, folders, execute = _prepare(preset, root, jobs, execute, epochs)
+    if download: _download(todo)
     if backend == 'ray': return _run_ray(name, todo, folders, execute, device, force, address, log, command)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f'grid {name}: {len(todo)} jobs, {jobs} at a time, {execute}, results in {Path(root) / name}')
-    if execute == 'streams': return run_interleaved(todo, folders, jobs, device, force, log, command)
+    progress = _Progress(folders, jobs)
+    if execute == 'streams': return run_interleaved(todo, folders, jobs, device, force, log, command, status_every, progress)
+    def one(i: int, job: Job, folder: Path) -> Outcome:
+        progress.start(i)
+        outcome = run_job(job, folder, execute, device, force, threads, log, command)
+        progress.finish(i, outcome); return outcome
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        running = [pool.submit(run_job, j, f, execute, device, force, threads, log, command) for j, f in zip(todo, folders)]
+        running = [pool.submit(one, i, j, f) for i, (j, f) in enumerate(zip(todo, folders))]
+        while wait(running, timeout=status_every or None).not_done: log(progress.line())
         return [r.result() for r in running]
     except BaseException:  # Ctrl-C, or SIGTERM turned into an exception by the command line: stop the jobs now, not after them
         _stop_children()

@@ -4,17 +4,17 @@
 
 # %% ../nbs/13_tables.ipynb #95bd707b
 from __future__ import annotations
-import json
+import json, math
 from pathlib import Path
 
 import pandas as pd
 
 from .core import LolipError, check, _atomic
-from .experiment import iter_results
+from .experiment import iter_results, RESULT_FILE
 
 # %% auto #0
-__all__ = ['METHOD_ORDER', 'METRICS', 'PERCENT', 'TABLE_METRICS', 'COLUMNS', 'BLOG', 'method_name', 'method_label',
-           'results_frame', 'paper_results', 'paper_layout', 'format_table', 'plot_history',
+__all__ = ['METHOD_ORDER', 'METRICS', 'PERCENT', 'TABLE_METRICS', 'COLUMNS', 'BLOG', 'FORMATS', 'method_name', 'method_label',
+           'check_result', 'results_frame', 'paper_results', 'paper_layout', 'format_table', 'plot_history',
            'plot_lipschitz_vs_robustness', 'table_main', 'grid_epoch_estimate', 'benchmark_frames']
 
 # %% ../nbs/13_tables.ipynb #308da600
@@ -45,11 +45,28 @@ def method_label(loss: str, form: str = 'original') -> str:
     "The method's name in tables: the paper's name of `loss`, marked '(paper form)' for the paper form."
     return method_name(loss) + (' (paper form)' if form == 'paper' else '')
 
+def check_result(path, res: dict):
+    "The `Config` of result `res`; refused, in one line naming `path`, when not written by `lolip run`/`grid` or edited since."
+    from lolip_nb.config import Config
+    redo = "delete it, or run its configuration again"
+    try: cfg = Config.from_dict(res['config'])
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        why = "no 'config'" if isinstance(e, KeyError) else f"its 'config' is not one: {(str(e).splitlines() or [''])[0][:120]}"
+        raise LolipError(f"{path} is not a result of lolip run or lolip grid ({why}): {redo}") from None
+    m = res['metrics']
+    bad = [k for k, v in m.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)] \
+        if isinstance(m, dict) else ['metrics']
+    check(not bad, f"{path} has metrics that are not numbers ({', '.join(map(str, bad))}): {redo}")
+    for k in ('provenance', 'timings'):
+        check(isinstance(res.get(k, {}), dict), f"{path}: its '{k}' is not an object: {redo}")
+    return cfg
+
 def results_frame(root='results', preset: str | None = None) -> pd.DataFrame:
     "One row per finished run under `root` (or `root/preset`): method, configuration, metrics (accuracies in %) and provenance."
     rows = []
     for folder, r in iter_results(root, preset):
-        c, m, p = r['config'], r['metrics'], r.get('provenance', {})
+        c = check_result(folder / RESULT_FILE, r).to_dict()  # with the defaults of fields an older result lacks
+        m, p = r['metrics'], r.get('provenance', {})
         form = c.get('form', 'original')
         rows.append(dict(method=method_label(c['loss'], form), model_name=r.get('name'), form=form, dataset=c['dataset'],
                          arch=c['arch'], eps=c['eps'], epochs=c['epochs'], n_train=c.get('n_train'), n_test=c.get('n_test'),
@@ -94,9 +111,16 @@ def paper_layout(df: pd.DataFrame) -> pd.DataFrame:
     out = df[keys + cols].rename(columns=COLUMNS)
     return out.reset_index(drop=True)
 
-def format_table(df: pd.DataFrame, fmt: str = 'markdown', digits: int = 2) -> str:
-    "Render `df` as 'markdown', 'html' or 'latex'."
-    check(fmt in ('markdown', 'html', 'latex'), f"unknown table format {fmt!r}: use markdown, html or latex")
+FORMATS = ('markdown', 'html', 'latex', 'csv', 'json')
+
+def format_table(df: pd.DataFrame,     # the table, e.g. paper_layout(results_frame(...))
+                 fmt: str = 'markdown',  # one of FORMATS; csv and json keep every digit, for other programs to read
+                 digits: int = 2,        # decimals shown in markdown, html and latex
+                ) -> str:
+    "Render `df` as 'markdown', 'html', 'latex', 'csv' or 'json' (a list of rows)."
+    check(fmt in FORMATS, f"unknown table format {fmt!r}: use {', '.join(FORMATS)}")
+    if fmt == 'csv': return df.to_csv(index=False).rstrip('\n')
+    if fmt == 'json': return df.to_json(orient='records', indent=2, double_precision=15)  # 15: the most pandas writes
     if fmt == 'markdown': return df.to_markdown(index=False, floatfmt=f'.{digits}f')
     if fmt == 'html': return df.to_html(index=False, float_format=lambda v: f'{v:.{digits}f}', na_rep='', border=0)
     return df.to_latex(index=False, float_format=lambda v: f'{v:.{digits}f}', na_rep='')
@@ -125,8 +149,8 @@ def plot_lipschitz_vs_robustness(df: pd.DataFrame, path=None, ax=None):
     return ax.figure
 
 # %% ../nbs/13_tables.ipynb #4176c95c
-def table_main(preset: str, root='results', out: str | None = None, fmt: str = 'markdown') -> str:
-    "The body of `lolip table`: render `root/preset`'s results; with `out`, also write `out.md`, `out.html`, `out.tex`."
+def table_main(preset: str, root='results', out: str | None = None, fmt: str = 'markdown') -> tuple[str, str]:
+    "The body of `lolip table`: `(table, note)` of `root/preset`'s results; with `out`, also write `out.md`, `out.html`, `out.tex`."
     from lolip_nb.core import atomic_write_text
     df = results_frame(root, preset)
     check(len(df), f"no finished results under {Path(root) / preset}: run 'lolip grid {preset}' first")
@@ -137,7 +161,7 @@ def table_main(preset: str, root='results', out: str | None = None, fmt: str = '
     if out:
         for f, ext in (('markdown', 'md'), ('html', 'html'), ('latex', 'tex')):
             atomic_write_text(f'{out}.{ext}', format_table(table, f) + ('\n\n' + note + '\n' if f == 'markdown' else '\n'))
-    return format_table(table, fmt) + '\n\n' + note
+    return format_table(table, fmt), note
 
 # %% ../nbs/13_tables.ipynb #e37b4c3c
 def grid_epoch_estimate(run: dict) -> float | None:

@@ -20,13 +20,15 @@ from .defenses import method_loss
 from .models import build_model
 
 # %% auto #0
-__all__ = ['load_data', 'train_steps', 'run_steps', 'train']
+__all__ = ['load_data', 'epoch_line', 'train_steps', 'run_steps', 'train']
 
 # %% ../nbs/10_train.ipynb #bdd0b538
-def load_data(cfg: Config) -> tuple:
+def load_data(cfg: Config,             # the run's configuration: dataset, subset sizes n_train/n_test, seed
+              download: bool = False,  # let torchvision fetch a missing MNIST, Fashion-MNIST, CIFAR-10 or SVHN into data_root()
+             ) -> tuple:
     "`((x_train, y_train), (x_test, y_test))` of `cfg.dataset`, subsets of `n_train`/`n_test` images chosen by `cfg.seed`."
-    train = load_dataset(cfg.dataset, 'train', subset=cfg.n_train, seed=cfg.seed)
-    test = load_dataset(cfg.dataset, 'test', subset=cfg.n_test, seed=cfg.seed)
+    train = load_dataset(cfg.dataset, 'train', subset=cfg.n_train, seed=cfg.seed, download=download)
+    test = load_dataset(cfg.dataset, 'test', subset=cfg.n_test, seed=cfg.seed, download=download)
     return train, test
 
 # %% ../nbs/10_train.ipynb #682a2aef
@@ -190,7 +192,7 @@ def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict,
     step = _make_step(cfg, model, opt, acc)
     graphs = graphs and full > _WARMUP  # steps [0, _WARMUP) eager, [_WARMUP, full) replayed, a last partial batch eager
     side, replay = (torch.cuda.Stream(dev) if graphs else None), None
-    bar = tqdm(range(steps), desc=f'epoch {epoch}/{cfg.epochs}', unit='step', disable=not progress)
+    bar = tqdm(range(steps), desc=f'train epoch {epoch}/{cfg.epochs}', unit='step', disable=not progress)
     for i in bar:
         idx = perm[i * bs:(i + 1) * bs]
         xb, yb = x[idx], y[idx]
@@ -213,7 +215,12 @@ def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict,
     return acc['loss'], acc['correct']
 
 # %% ../nbs/10_train.ipynb #4786df7e
-def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None, graphs: bool | None = None):
+def epoch_line(h: dict, epochs: int) -> str:
+    "The progress line of a finished epoch `h` (an entry of the history) out of `epochs`, as `log` and run.log get it."
+    return f"epoch {h['epoch']}/{epochs}: loss {h['loss']:.4f}, train acc {h['acc']:.4f}, lr {h['lr']:.3g}, {h['seconds']:.1f} s"
+
+def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None, graphs: bool | None = None,
+                log=None):
     "`train` as a generator that yields after every training step (to interleave runs); its return value is (model, history)."
     dev = get_device(device)
     data = load_data(cfg) if data is None else data
@@ -241,6 +248,7 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
     history, start = [], 0
     if path is not None and path.exists():
         history, start = _restore(_load_checkpoint(path, cfg), path, cfg, model, opt, sched, gens, graphs)
+        if log is not None: log(f"resuming after epoch {start}/{cfg.epochs} from {path}")
     for epoch in range(start + 1, cfg.epochs + 1):
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
         loss_sum, correct = yield from _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir, graphs)
@@ -258,6 +266,7 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
             except DiskFull:
                 raise LolipError(f"no space left on device for the checkpoint of epoch {epoch}: {kept}; free some space "
                                  "and run the same command again to resume") from None
+        if log is not None: log(epoch_line(history[-1], cfg.epochs))
     return model.eval(), history
 
 def run_steps(gen):
@@ -266,7 +275,13 @@ def run_steps(gen):
         try: next(gen)
         except StopIteration as stop: return stop.value
 
-def train(cfg: Config, out_dir=None, device=None, progress: bool = True, data=None,
-          graphs: bool | None = None) -> tuple[nn.Module, list[dict]]:
+def train(cfg: Config,                  # what to train: dataset, architecture, method, hyper-parameters, seed
+          out_dir=None,                 # folder of the checkpoint written after every epoch (and resumed from); None: none
+          device=None,                  # 'auto'/None (CUDA when present), 'cpu', 'cuda', 'cuda:N'
+          progress: bool = True,        # a progress bar per epoch
+          data=None,                    # load_data(cfg)'s output or (x_train, y_train); None: loaded
+          graphs: bool | None = None,   # replay steps as CUDA graphs; None: on CUDA unless $LOLIP_GRAPHS=0
+          log=None,                     # called with one line per finished epoch (epoch_line), e.g. print
+         ) -> tuple[nn.Module, list[dict]]:
     "Train `cfg`'s model with its method; checkpoint to `out_dir` each epoch and resume from it. Returns (model, history)."
-    return run_steps(train_steps(cfg, out_dir, device, progress, data, graphs))
+    return run_steps(train_steps(cfg, out_dir, device, progress, data, graphs, log))

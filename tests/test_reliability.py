@@ -207,7 +207,8 @@ def test_result_of_another_configuration_in_the_folder_is_refused(tmp_path):
         assert r.returncode == 2 and len(lines) == 1, r.stderr
         assert 'holds the result of another configuration (ce-tor-CNN001' in lines[0] and 'not of advce-tor-CNN001' in lines[0]
         assert r.stdout == ''                                                       # no metrics printed
-    assert (out / 'result.json').read_bytes() == before and sorted(os.listdir(out)) == ['result.json']
+    assert (out / 'result.json').read_bytes() == before
+    assert sorted(os.listdir(out)) == ['model.safetensors', 'result.json', 'run.log']   # the first run's files, untouched
 
 
 def test_diverged_run_is_an_error_not_a_result(tmp_path):
@@ -251,8 +252,9 @@ sys.exit(main(sys.argv[1:]))
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
     assert 'no space left on device' in lines[0] and 'the last checkpoint (epoch 1)' in lines[0], lines[0]
-    assert sorted(os.listdir(out)) == ['checkpoint.pt']                         # no temporary file, no result
+    assert sorted(os.listdir(out)) == ['checkpoint.pt', 'run.log']              # no temporary file, no result, no weights
     assert torch.load(out / 'checkpoint.pt', weights_only=True)['epoch'] == 1
+    assert [l.split(':')[0] for l in (out / 'run.log').read_text().splitlines()] == ['epoch 1/2']
     again = lolip(*argv)                                                        # space freed: the same command resumes
     assert again.returncode == 0, again.stderr
     assert [h['epoch'] for h in json.loads((out / 'result.json').read_text())['history']] == [1, 2]
@@ -384,7 +386,7 @@ def test_sigterm_or_sighup_stops_lolip_run_in_one_resumable_line(tmp_path, sig):
     lines = err.strip().splitlines()
     assert proc.returncode == 128 + sig and len(lines) == 1, err
     assert lines[0].startswith(f'lolip: stopped by {sig.name}; the run is resumable: run the same command again'), lines[0]
-    assert sorted(os.listdir(out)) == ['checkpoint.pt']                       # no result, lock or temporary file
+    assert set(os.listdir(out)) - {'run.log'} == {'checkpoint.pt'}           # no result, lock or temporary file
     assert 1 <= _checkpoint_epoch(out) < LONG['epochs']
 
 
