@@ -67,8 +67,6 @@ def test_the_installed_package_finds_its_experiment_notebooks(installed):
     assert found == [str(venv / 'share' / 'lolip_nb' / 'experiments'), 'True']
 
 
-@pytest.mark.xfail(strict=True, reason="settings.ini's requirements lack safetensors, which every run now needs to keep its "
-                                       "model: add 'safetensors>=0.4' there (then remove this marker)")
 def test_the_metadata_lists_safetensors(installed):
     venv, _ = installed
     reqs = run(venv / 'bin' / 'python', '-c', 'import importlib.metadata as m; print("\\n".join(m.requires("lolip_nb")))',
