@@ -156,10 +156,11 @@ def scrub(text):
     return MACHINE_PATH.sub('…', text)
 
 
-def method_name(loss):
+def method_name(loss, form='original'):
+    "The method's label in tables: the paper's name, marked when it is the paper form."
     try:
-        from lolip_nb.tables import method_name as m
-        return m(loss)
+        from lolip_nb.tables import method_label
+        return method_label(loss, form)
     except Exception:
         return loss
 
@@ -180,12 +181,15 @@ def runs():
         preset = nb_path.parent.relative_to('results').parts[0] if len(nb_path.parent.relative_to('results').parts) > 1 else ''
         entries.append(dict(nb=nb_path, result=r, cfg=cfg, metrics=m, preset=preset,
                             page='__'.join(nb_path.parent.relative_to('results').parts),
-                            method=method_name(cfg.get('loss', '')) if cfg else nb_path.parent.name,
+                            method=method_name(cfg.get('loss', ''), cfg.get('form', 'original')) if cfg else nb_path.parent.name,
                             dataset=DATASETS.get(cfg.get('dataset'), cfg.get('dataset', '')),
                             name=r.get('name', nb_path.parent.name)))
     # titles: method, dataset and preset; the model name, then the folder, only where needed to tell runs apart
     for e in entries:
-        e['title'] = f"{e['method']} on {e['dataset']}" + (f", {e['preset']} preset" if e['preset'] else '')
+        seed = e['cfg'].get('seed', 0)
+        attack = {'multi_targeted': ', multi-targeted attack', 'autoattack': ', AutoAttack'}.get(e['cfg'].get('attack'), '')
+        e['title'] = (f"{e['method']} on {e['dataset']}{attack}" + (f", {e['preset']} preset" if e['preset'] else '')
+                      + (f", seed {seed}" if seed else ''))
     for key in ('name', 'page'):
         seen = {}
         for e in entries: seen.setdefault(e['title'], []).append(e)

@@ -280,7 +280,7 @@ def train(cfg: Config,                  # what to train: dataset, architecture, 
           device=None,                  # 'auto'/None (CUDA when present), 'cpu', 'cuda', 'cuda:N'
           progress: bool = True,        # a progress bar per epoch
           data=None,                    # load_data(cfg)'s output or (x_train, y_train); None: loaded
-          graphs: bool | None = None,   # replay steps as CUDA graphs; None: on CUDA unless $LOLIP_GRAPHS=0
+          graphs: bool | None = None,   # replay steps as CUDA graphs; None: on CUDA unless the environment sets LOLIP_GRAPHS=0
           log=None,                     # called with one line per finished epoch (epoch_line), e.g. print
          ) -> tuple[nn.Module, list[dict]]:
     "Train `cfg`'s model with its method; checkpoint to `out_dir` each epoch and resume from it. Returns (model, history)."
