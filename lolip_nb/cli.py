@@ -59,6 +59,10 @@ def _run_parser(p: argparse.ArgumentParser):
     p.add_argument('--n-train', type=_positive_int, default=None, help="train on a deterministic subset of this many images")
     p.add_argument('--n-test', type=_positive_int, default=None, help="evaluate on a deterministic subset of this many test images")
     p.add_argument('--batch-size', type=int, default=None, help="override the training batch size of the model name and defaults")
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'bf16'],
+                   help="arithmetic of the training step: bf16 runs its differentiated forward passes under bfloat16 autocast")
+    p.add_argument('--eval-precision', default='fp32', choices=['fp32', 'bf16'],
+                   help="arithmetic of the evaluation attacks' ascents (their verdicts and the Lipschitz estimate are fp32)")
     p.add_argument('--device', default='auto', help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument('--out', default=None, help="result folder; default results/runs/<model>-<hash>")
     p.add_argument('--force', action='store_true', help="rerun even when the folder already holds a finished result")
@@ -77,6 +81,7 @@ def _run(a, command):
     cfg = experiment_config(a.model, a.dataset, eps=a.eps, norm=a.norm, attack=a.attack, random_seed=a.random_seed,
                             epochs=a.epochs, n_train=a.n_train, n_test=a.n_test,
                             autoattack=None if a.autoattack == 'none' else a.autoattack, n_strong=a.n_strong,
+                            precision=a.precision, eval_precision=a.eval_precision,
                             **({} if a.batch_size is None else dict(batch_size=a.batch_size)))
     check(a.experiment != 'restrictedImgnet' or cfg.dataset == 'restricted_imagenet',
           f"--experiment restrictedImgnet trains on Restricted ImageNet, not {cfg.dataset}: use --dataset resImgnet112v3 "
@@ -160,6 +165,8 @@ def _evaluate_parser(p):
                    help="AutoAttack and the strong Lipschitz estimate on the first N test points (default: the run's)")
     p.add_argument('--n-test', type=_positive_int, default=None,
                    help="test images, chosen with the run's seed (fewer: a subset of the run's own; default: the run's)")
+    p.add_argument('--eval-precision', default=None, choices=['fp32', 'bf16'],
+                   help="arithmetic of the attacks' ascents (default: the run's; verdicts and Lipschitz estimates are fp32)")
     p.add_argument('--device', default='auto', help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument('--out', default=None, help="the JSON file to write; default FOLDER/evaluations/<attack>-eps<eps>-<hash>.json")
     p.add_argument('--quiet', action='store_true', help="no progress bars")
@@ -168,7 +175,8 @@ def _evaluate(a, command):
     from lolip_nb.experiment import evaluate_run
     from lolip_nb.core import get_device
     get_device(a.device)
-    settings = {k: v for k, v in dict(attack=a.attack, eps=a.eps, norm=a.norm, n_strong=a.n_strong, n_test=a.n_test).items()
+    settings = {k: v for k, v in dict(attack=a.attack, eps=a.eps, norm=a.norm, n_strong=a.n_strong, n_test=a.n_test,
+                                      eval_precision=a.eval_precision).items()
                 if v is not None}
     if a.autoattack is not None: settings['autoattack'] = None if a.autoattack == 'none' else a.autoattack
     path, rec = evaluate_run(a.folder, out=a.out, device=a.device, progress=not a.quiet, command=command, **settings)

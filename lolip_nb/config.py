@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .core import LolipError, check
+from .core import LolipError, check, PRECISIONS
 from .perturb import norm_of
 from .data import DATASETS
 from .models import ARCHS
@@ -48,6 +48,8 @@ class Config:
     form: str = 'original'
     autoattack: str | None = 'standard'
     n_strong: int | None = None
+    precision: str = 'fp32'
+    eval_precision: str = 'fp32'
 
     def __post_init__(self): _validate(self)
 
@@ -97,6 +99,8 @@ def _validate(c: Config):
           f"unknown AutoAttack version {c.autoattack!r}: use one of {list(AA_VERSIONS)} or None (skip it)")
     check(c.n_strong is None or (_is_int(c.n_strong) and c.n_strong > 0),
           f"n_strong must be None (all test points) or a positive integer, got {c.n_strong!r}")
+    for k in ('precision', 'eval_precision'):
+        check(getattr(c, k) in PRECISIONS, f"{k} must be one of {list(PRECISIONS)}, got {getattr(c, k)!r}")
     ms = c.milestones
     check(isinstance(ms, (tuple, list)) and all(_is_int(m) for m in ms),
           f"milestones must be a list of epochs, got {ms!r}")
@@ -109,9 +113,12 @@ def _validate(c: Config):
          n_strong=None if c.n_strong is None else int(c.n_strong))
 
 # %% ../nbs/09_config.ipynb #5571d359
+_LATER = dict(precision='fp32', eval_precision='fp32')  # later fields: hashed only when not at their default
+
 def config_hash(cfg: Config) -> str:
     "A 16-hex-digit hash of `cfg`'s JSON; equal configurations hash alike everywhere."
-    text = json.dumps(cfg.to_dict(), sort_keys=True, separators=(',', ':'))
+    d = {k: v for k, v in cfg.to_dict().items() if _LATER.get(k, ...) != v}
+    text = json.dumps(d, sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 # %% ../nbs/09_config.ipynb #6cfe29a1

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LolipError', 'check', 'get_device', 'seed_all', 'configure_cuda', 'DiskFull', 'atomic_write_text',
-           'atomic_write_json', 'atomic_torch_save', 'device_name', 'provenance']
+__all__ = ['PRECISIONS', 'LolipError', 'check', 'get_device', 'seed_all', 'configure_cuda', 'native_bf16', 'GradAutocast',
+           'with_precision', 'DiskFull', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'device_name',
+           'provenance']
 
 # %% ../nbs/00_core.ipynb #202d8c8b
 class LolipError(ValueError):
@@ -61,6 +62,33 @@ def configure_cuda(tf32: bool | None = None):
     torch.backends.cudnn.allow_tf32 = bool(tf32)
     torch.backends.cudnn.benchmark = True  # every step has the same shapes: tune each convolution once
     return dict(tf32=bool(tf32), cudnn_benchmark=True)
+
+# %% ../nbs/00_core.ipynb #d2a4745e
+PRECISIONS = ('fp32', 'bf16')
+
+def native_bf16(device=None) -> bool:
+    "Whether `device` has bfloat16 arithmetic units: CUDA compute capability >= 8.0, or a CPU with AVX512-BF16 or AMX-BF16."
+    dev = get_device(device)
+    if dev.type == 'cuda': return torch.cuda.get_device_capability(dev) >= (8, 0)
+    if dev.type != 'cpu': return False
+    try: flags = next((l for l in open('/proc/cpuinfo') if l.startswith('flags')), '').split()
+    except OSError: return False
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+class GradAutocast(torch.nn.Module):
+    "`model` whose differentiated forward passes run under bfloat16 autocast (logits returned as float32); no-grad ones stay float32."
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+    def forward(self, x):
+        if not torch.is_grad_enabled(): return self.model(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):  # no weight cache: safe in CUDA graphs
+            return self.model(x).float()
+
+def with_precision(model: torch.nn.Module, precision: str = 'fp32') -> torch.nn.Module:
+    "`model` itself for 'fp32'; for 'bf16' a `GradAutocast` view of it (same parameters, same train/eval mode)."
+    check(precision in PRECISIONS, f"unknown precision {precision!r}: use one of {list(PRECISIONS)}")
+    return model if precision == 'fp32' else GradAutocast(model)
 
 # %% ../nbs/00_core.ipynb #14279611
 class DiskFull(LolipError):
@@ -140,7 +168,7 @@ def device_name(device=None) -> str:
 
 # %% ../nbs/00_core.ipynb #7edd9bd7
 def provenance(device=None, command=None) -> dict:
-    "Where a result comes from: command, git commit, package versions, device and date."
+    "Where a result comes from: command, git commit, package versions, device (and whether it has bf16 units) and date."
     import sys, datetime, platform
     from lolip_nb import __version__
     told = os.environ.get('LOLIP_COMMIT')  # a copy of a checkout shipped to a batch node is told its commit
@@ -149,4 +177,4 @@ def provenance(device=None, command=None) -> dict:
     return dict(command=command if command is not None else ' '.join(sys.argv),
                 commit=commit, commit_dirty=bool(dirty) if commit else None,
                 lolip_nb=__version__, torch=torch.__version__, python=platform.python_version(),
-                device=device_name(device), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+                device=device_name(device), native_bf16=native_bf16(device), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))

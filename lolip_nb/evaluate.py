@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 
-from .core import check, configure_cuda
+from .core import check, configure_cuda, with_precision
 from .perturb import norm_of, check_inputs
 from .attacks import attack_dataset, as_tensors, ATTACK_FUNCTIONS, auto_batch_size, batch_starts, eval_mode, model_device
 from .autoattack import AA_VERSIONS, autoattack as _autoattack  # `autoattack` is evaluate's argument
@@ -41,7 +41,7 @@ def accuracy(model: nn.Module,                # classifier returning logits
 
 # %% ../nbs/07_evaluate.ipynb #0b5dc0e1
 def evaluation_protocol(eps: float, norm='inf', attack: str = 'pgd', autoattack: str | None = 'standard',
-                        n_strong: int | None = None, n_test: int | None = None) -> dict:
+                        n_strong: int | None = None, n_test: int | None = None, precision: str = 'fp32') -> dict:
     "The settings `evaluate` uses, as JSON-ready data: attacks, Lipschitz searches and the points each runs on."
     norm = norm_of(norm)
     strong = strong_search(eps)
@@ -58,7 +58,8 @@ def evaluation_protocol(eps: float, norm='inf', attack: str = 'pgd', autoattack:
                         restarts=strong['restarts'], start='uniform', keep='best point visited', on=on),
         autoattack=None if autoattack is None else dict(version=autoattack, attacks=AA_VERSIONS[autoattack]['attacks'],
                                                         apgd_t_targets=AA_VERSIONS[autoattack]['apgd_t_targets'], on=on,
-                                                        package='pyautoattack'))
+                                                        package='pyautoattack'),
+        precision=dict(attacks=precision, lipschitz='fp32', verdicts_and_values='fp32'))
 
 def _adversarial(model, x, y, eps, norm, attack, autoattack, clean_ok, batch_size, device, progress, split):
     "Per point: (robust, robust by the original's count) of one split under `attack`."
@@ -88,6 +89,7 @@ def evaluate(model: nn.Module,                         # classifier returning lo
              batch_size: int | None = None,            # None: 64 on CPU, from free memory on CUDA
              device=None,                              # where to compute; None: the model's device
              progress: bool = False,                   # progress bars
+             precision: str = 'fp32',                  # 'bf16': the attacks' ascents under bf16 autocast (verdicts float32)
             ) -> dict:
     "Clean and adversarial accuracy (both counts) and local Lipschitz constants (three searches) on train and test, and the gaps."
     check(attack in (*ATTACK_FUNCTIONS, 'autoattack'), f"unknown attack {attack!r}: use one of {', '.join((*ATTACK_FUNCTIONS, 'autoattack'))}")
@@ -95,6 +97,9 @@ def evaluate(model: nn.Module,                         # classifier returning lo
     norm, dev = norm_of(norm), model_device(model, device)
     if dev.type == 'cuda': configure_cuda()
     model.eval()
+    net = with_precision(model, precision)  # what the attacks differentiate; their verdicts are float32 (no-grad passes)
+    # the Lipschitz ascents stay float32: their objective divides the difference of two nearby outputs by a small distance,
+    # and bf16's rounding of the logits is as large as that difference near the start (it biases the estimate by 4-30%)
     lip_kw = {} if norm == 'inf' else {'step_size': 'auto'}
     out = {}
     for split, data in (('train', train), ('test', test)):
@@ -104,7 +109,7 @@ def evaluate(model: nn.Module,                         # classifier returning lo
         if dev.type == 'cuda': x, y = x.to(dev), y.to(dev)  # copied once, not once per measurement and batch
         clean_ok = predict(model, x, batch_size, device) == y.to(x.device)
         out[f'{split}_acc'] = _mean(clean_ok)
-        robust, robust_orig = _adversarial(model, x, y, eps, norm, attack, autoattack, clean_ok, batch_size, device, progress, split)
+        robust, robust_orig = _adversarial(net, x, y, eps, norm, attack, autoattack, clean_ok, batch_size, device, progress, split)
         out[f'adv_{split}_acc'], out[f'adv_{split}_acc_original'] = _mean(robust), _mean(robust_orig)
         out[f'{split}_lip'], lip = local_lipschitz(model, x, eps, norm, batch_size=batch_size, device=device, progress=progress,
                                                    desc=f'lipschitz {split}', **lip_kw)
@@ -117,7 +122,7 @@ def evaluate(model: nn.Module,                         # classifier returning lo
             out['lip_over_strong'] = lip[:n_strong].mean().item() / out['test_lip_strong'] if out['test_lip_strong'] > 0 else 1.0
             if autoattack is not None:
                 robust_aa = robust[:n_strong] if attack == 'autoattack' and autoattack == 'standard' else \
-                    ~_autoattack(model, xs, ys, eps, norm, autoattack, batch_size=batch_size, device=device)[1]
+                    ~_autoattack(net, xs, ys, eps, norm, autoattack, batch_size=batch_size, device=device)[1]
                 out['adv_test_acc_aa'] = _mean(robust_aa)
                 out['pgd_aa_gap'] = _mean(robust[:n_strong]) - out['adv_test_acc_aa']
     out['gap_acc'] = out['train_acc'] - out['test_acc']

@@ -149,12 +149,13 @@ def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, comma
           f"the trained weights of {model_name(cfg)} are not finite (the run diverged): lower the learning rate (lr={cfg.lr:g}); "
           f"delete {out_dir / 'checkpoint.pt'} to start over")
     metrics = evaluate(model, data[0], data[1], eps=cfg.eps, norm=cfg.norm, attack=cfg.attack, autoattack=cfg.autoattack,
-                       n_strong=cfg.n_strong, device=dev, progress=progress)
+                       n_strong=cfg.n_strong, device=dev, progress=progress, precision=cfg.eval_precision)
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     check(not bad, f"{model_name(cfg)}: metric(s) {bad} are not finite, so no result is written; check the model and data")
     t2 = time.perf_counter()
     result = dict(name=model_name(cfg), form=cfg.form, config=cfg.to_dict(), config_hash=config_hash(cfg), metrics=metrics,
-                  evaluation=evaluation_protocol(cfg.eps, cfg.norm, cfg.attack, cfg.autoattack, cfg.n_strong, len(data[1][0])),
+                  evaluation=evaluation_protocol(cfg.eps, cfg.norm, cfg.attack, cfg.autoattack, cfg.n_strong, len(data[1][0]),
+                                                 cfg.eval_precision),
                   history=history, timings=dict(train_s=t1 - t0, evaluate_s=t2 - t1, total_s=t2 - t0,
                                                 epoch_s=[h.get('seconds') for h in history]),
                   dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command),
@@ -218,14 +219,14 @@ def load_run(folder,          # a finished run's result folder (result.json and 
 
 # %% ../nbs/11_experiment.ipynb #9ac2958b
 EVALUATIONS = 'evaluations'  # the folder of a run's later evaluations
-_SETTINGS = ('attack', 'eps', 'norm', 'autoattack', 'n_strong', 'n_test')
+_SETTINGS = ('attack', 'eps', 'norm', 'autoattack', 'n_strong', 'n_test', 'eval_precision')
 
 def evaluate_run(folder,                       # a finished run's folder (result.json and model.safetensors)
                  out=None,                     # the JSON file to write; None: FOLDER/evaluations/<attack>-eps<eps>-<hash>.json
                  device='auto',                # where to compute: 'auto', 'cpu', 'cuda', 'cuda:N'
                  progress: bool = False,       # progress bars
                  command: str | None = None,   # recorded in the provenance; None: this process's command line
-                 **settings,                   # attack, eps, norm, autoattack (None skips it), n_strong, n_test: default the run's
+                 **settings,                   # attack, eps, norm, autoattack (None skips it), n_strong, n_test, eval_precision: default the run's
                 ) -> tuple[Path, dict]:
     "Evaluate the stored model of `folder` again on its run's data; returns the evaluation's file and record."
     from lolip_nb.train import load_data
@@ -241,7 +242,8 @@ def evaluate_run(folder,                       # a finished run's folder (result
     model, cfg, res = load_run(folder, dev)
     ecfg = dataclasses.replace(cfg, **settings)  # validates them as a configuration's fields (eps range, n_test, ...)
     s = {k: getattr(ecfg, k) for k in _SETTINGS}
-    digest = hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:8]
+    named = {k: v for k, v in s.items() if not (k == 'eval_precision' and v == 'fp32')}  # file names as before the field existed
+    digest = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:8]
     path = Path(out) if out else folder / EVALUATIONS / f"{s['attack']}-eps{s['eps']:g}-{digest}.json"
     check(not path.is_dir(), f"{path} is a folder: choose another --out")
     _check_writable(path.parent)
@@ -249,11 +251,12 @@ def evaluate_run(folder,                       # a finished run's folder (result
     t0 = time.perf_counter()
     seed_all(cfg.seed)  # as run_experiment before its evaluation: the run's settings give its metrics
     metrics = evaluate(model, data[0], data[1], eps=s['eps'], norm=s['norm'], attack=s['attack'], autoattack=s['autoattack'],
-                       n_strong=s['n_strong'], device=dev, progress=progress)
+                       n_strong=s['n_strong'], device=dev, progress=progress, precision=s['eval_precision'])
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     check(not bad, f"{folder}: metric(s) {bad} are not finite, so nothing is written; check the model and data")
     record = dict(model=str(folder), name=res.get('name'), config_hash=res.get('config_hash'), settings=s, metrics=metrics,
-                  evaluation=evaluation_protocol(s['eps'], s['norm'], s['attack'], s['autoattack'], s['n_strong'], len(data[1][1])),
+                  evaluation=evaluation_protocol(s['eps'], s['norm'], s['attack'], s['autoattack'], s['n_strong'], len(data[1][1]),
+                                                 s['eval_precision']),
                   n_train=len(data[0][1]), n_test=len(data[1][1]), timings=dict(evaluate_s=time.perf_counter() - t0),
                   dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command))
     atomic_write_json(path, record)

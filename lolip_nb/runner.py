@@ -24,7 +24,8 @@ __all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'DATASETS_AL
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
                          epochs=(int, type(None)), n_train=(int, type(None)), n_test=(int, type(None)),
-                         milestones=(list, type(None)), autoattack=(str, type(None)), n_strong=(int, type(None)))
+                         milestones=(list, type(None)), autoattack=(str, type(None)), n_strong=(int, type(None)),
+                         precision=str, eval_precision=str)
 SEPARATION_PARAMS = dict(dataset=str, norm=str, subset=(int, type(None)))
 _REQUIRED = {'experiment01': ('model', 'dataset'), 'separation': ('dataset',)}
 

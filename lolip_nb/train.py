@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
-from .core import LolipError, DiskFull, check, get_device, seed_all, atomic_torch_save, configure_cuda
+from .core import LolipError, DiskFull, check, get_device, seed_all, atomic_torch_save, configure_cuda, with_precision
 from .config import Config, AUGS, config_hash
 from .data import DATASETS, load_dataset
 from .defenses import method_loss
@@ -151,12 +151,13 @@ def _metrics(dev) -> dict:
 def _make_step(cfg: Config, model: nn.Module, opt, acc: dict):
     "One step on a batch: clean accuracy before the update, the method's loss, backward, optimizer step; metrics go into `acc` in place."
     loss_fn, kw = method_loss(cfg.loss, cfg.form)
+    net = with_precision(model, cfg.precision)  # bf16: the loss and its attack under autocast; the clean-accuracy pass float32
     reduction = kw['reduction']
     def step(xb: Tensor, yb: Tensor):
         model.eval()
         with torch.no_grad(): acc['correct'].add_((model(xb).argmax(1) == yb).sum())
         model.train()
-        loss = loss_fn(model, xb, yb, cfg.eps, cfg.norm, **kw)
+        loss = loss_fn(net, xb, yb, cfg.eps, cfg.norm, **kw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
