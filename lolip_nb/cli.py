@@ -123,12 +123,23 @@ def _grid_parser(p):
     p.add_argument('--status-every', type=_seconds, default=30.0, metavar='SECONDS',
                    help="print a status line every SECONDS (jobs done, running and left, each running job's epoch, the "
                         "time left); 0: none (default 30)")
+    p.add_argument('--time-budget', default=None, metavar='DURATION',
+                   help="run only whole unfinished jobs that fit in DURATION (e.g. 8m, 480, 1.5h), longest first, one at a "
+                        "time, from their measured times on this device (see lolip_nb.budget); never start one that cannot finish")
+    p.add_argument('--safety', type=float, default=1.25, help="with --time-budget: estimates are multiplied by this (default 1.25)")
 
 def _grid(a, command):
     from lolip_nb.runner import run_grid, summary
     from lolip_nb.core import get_device
     get_device(a.device)
     check(a.address is None or a.backend == 'ray', "--address is only for --backend ray")
+    if a.time_budget is not None:
+        from lolip_nb.budget import run_budgeted
+        check(a.jobs == 1 and a.backend == 'local' and not a.force and a.execute != 'streams',
+              "--time-budget runs one job at a time on this machine: leave out --jobs, --backend ray, --force and --execute streams")
+        print(summary(run_budgeted(a.preset, a.time_budget, a.root, execute=a.execute, device=a.device, safety=a.safety,
+                                   epochs=a.epochs, command=command)))
+        return
     outcomes = run_grid(a.preset, a.root, jobs=a.jobs, execute=a.execute, device=a.device, force=a.force, epochs=a.epochs,
                         backend=a.backend, address=a.address, command=command, download=a.download,
                         status_every=a.status_every)

@@ -19,7 +19,7 @@ from .defenses import FORMS, forms_differ
 # %% auto #0
 __all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'DATASETS_ALL', 'QUICK', 'QUICK_PAPER_FORMS', 'PRESET_NAMES',
            'NOTEBOOKS', 'EXECUTED', 'STATUS_EVERY', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir',
-           'Outcome', 'run_job', 'run_interleaved', 'run_grid', 'summary']
+           'Outcome', 'run_job', 'run_interleaved', 'run_grid', 'summary', 'grid_plan', 'finished']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
@@ -550,3 +550,12 @@ def summary(outcomes: list[Outcome]) -> str:
              f"{count['busy']} running elsewhere, {count['failed']} failed"]
     lines += [f"  failed: {o.folder} -- {o.error}" for o in outcomes if o.status == 'failed']
     return '\n'.join(lines)
+
+# %% ../nbs/12_runner.ipynb #59f7d7a2
+def grid_plan(preset: str, root='results', execute: str = 'auto', epochs: int | None = None) -> tuple[str, list, list, str]:
+    "What `run_grid` would run, validated, before any job starts: (grid name, jobs, their folders, the execution it resolves)."
+    return _prepare(preset, root, 1, execute, epochs)
+
+def finished(job: Job, folder: Path) -> bool:
+    "Whether `job` has a finished result in `folder`."
+    return _done(job, Path(folder))
