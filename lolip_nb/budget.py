@@ -22,7 +22,7 @@ __all__ = ['STRONG_WEIGHT', 'OVERHEAD_S', 'CAL_STEPS', 'CAL_POINTS', 'parse_seco
 STRONG_WEIGHT = 20   # evaluation units per point of the strong Lipschitz search and AutoAttack, in PGD-and-Lipschitz passes
 OVERHEAD_S = 30.0    # seconds per job outside training and evaluation: process or kernel start, data, writing
 CAL_STEPS = 24       # training steps per calibration epoch
-CAL_POINTS = 256     # training, test and strong points of a calibration's evaluation
+CAL_POINTS = 64      # training, test and strong points of a calibration's evaluation
 
 def parse_seconds(text) -> float:
     "A duration as seconds: a number (seconds) or a number with s, m or h ('480', '90s', '8m', '1.5h')."

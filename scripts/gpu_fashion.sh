@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# On a borrowed GPU machine, from the repository root: run the unfinished jobs of the `fashion` preset that fit in
+# $BUDGET (default 8m), whole, longest first (lolip grid --time-budget), and leave their result folders in
+# $OUT/results/fashion/, the layout of results/fashion/ here (weights and checkpoints left out: they are large and
+# rebuilt by `lolip run`). Needs what scripts/gpu_prepare.sh put into .data and .whl (carry both).
+#   LOLIP_COMMIT=$(git rev-parse HEAD) BUDGET=8m bash scripts/gpu_fashion.sh
+set -u
+PY=${PYTHON:-python3}; DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry run here
+OUT=${OUT:-/tmp/lolip-gpu-out}; mkdir -p "$OUT"
+export DEVICE PYTHONUNBUFFERED=1 LOLIP_DATA=$PWD/.data PYTHONPATH=$PWD:$PWD/.whl/site
+[ -d .data/fashion_mnist ] && [ -d .whl/site/pyautoattack ] || { echo "run scripts/gpu_prepare.sh first and carry .data and .whl" >&2; exit 2; }
+$PY - <<'PY' || exit 3
+import importlib, sys
+missing = [m for m in ('torch', 'numpy', 'scipy', 'pandas', 'matplotlib', 'tqdm', 'tabulate', 'safetensors', 'pyautoattack')
+           if importlib.util.find_spec(m) is None]
+if missing: sys.exit(f"the GPU machine lacks {missing}: add their wheels to .whl (scripts/gpu_prepare.sh)")
+import os, torch
+if os.environ.get('DEVICE', 'cuda') != 'cpu': assert torch.cuda.is_available(), 'no CUDA device'
+print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')
+PY
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } > "$OUT/env.txt" 2>&1
+timeout ${TIMEOUT:-590} $PY -m lolip_nb.cli grid fashion --time-budget "${BUDGET:-8m}" --execute process --device $DEVICE \
+  --root results 2>&1 | tee "$OUT/grid.log"
+mkdir -p "$OUT/results"
+tar cf - --exclude='*.safetensors' --exclude='checkpoint.pt' --exclude='.lock' results/fashion 2>/dev/null | tar xf - -C "$OUT"
+echo "== done $(date -u)"
