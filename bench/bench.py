@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lolip_nb.core import get_device, device_name, provenance, seed_all, atomic_write_json
+from lolip_nb.core import get_device, device_name, provenance, seed_all, atomic_write_json, native_bf16
 from lolip_nb.config import Config, parse_model_name
 from lolip_nb.data import load_dataset
 from lolip_nb.defenses import method_loss
@@ -115,25 +115,32 @@ def ours_eval(model, dev, x, y, eps, repeats=1):
 
 
 def plain_quick_preset(dev, workers):
-    "The ten `quick` runs one after the other the plain way (plain training, batch-16 evaluation of train and test)."
+    "The twelve `quick` runs one after the other the plain way: plain training, then the same evaluation as ours (every metric, AutoAttack and the strong search included) at the original's batch 16."
+    from lolip_nb.experiment import experiment_config
+    from lolip_nb.evaluate import evaluate
     _, jobs = grid_jobs('quick')
     t0 = time.perf_counter()
-    from lolip_nb.experiment import experiment_config
     for j in jobs:
         cfg = experiment_config(**j.params)
-        (xtr, ytr), (xte, yte) = load_data(cfg)
-        model, _ = plain_epochs(cfg, dev, xtr, ytr, workers, epochs=cfg.epochs)
-        for x, y in ((xtr, ytr), (xte, yte)):
-            accuracy(model, x, y, batch_size=16, device=dev)
-            plain_eval(model, dev, x, y, cfg.eps, workers)
+        data = load_data(cfg)
+        model, _ = plain_epochs(cfg, dev, *data[0], workers, epochs=cfg.epochs)
+        seed_all(cfg.seed)
+        evaluate(model, data[0], data[1], eps=cfg.eps, norm=cfg.norm, attack=cfg.attack, autoattack=cfg.autoattack,
+                 n_strong=cfg.n_strong, batch_size=16, device=dev)
     return time.perf_counter() - t0
 
 
-def ours_quick_preset(jobs, execute='process', device='cpu'):
-    "Wall time of `lolip grid quick` into a fresh folder."
+def ours_quick_preset(jobs, execute='process', device='cpu', precision='fp32'):
+    "Wall time of `lolip grid quick` into a fresh folder; with `precision` bf16, of the same jobs with bf16 training and attacks."
     with tempfile.TemporaryDirectory() as d:
+        grid = 'quick'
+        if precision != 'fp32':
+            _, js = grid_jobs('quick')
+            grid = str(Path(d) / f'quick-{precision}.json')
+            Path(grid).write_text(json.dumps(dict(name=f'quick-{precision}', jobs=[
+                dict(kind=j.kind, params={**j.params, 'precision': precision, 'eval_precision': precision}) for j in js])))
         t0 = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).parent / 'lolip'), 'grid', 'quick', '--root', d, '--jobs', str(jobs),
+        subprocess.run([str(Path(sys.executable).parent / 'lolip'), 'grid', grid, '--root', d, '--jobs', str(jobs),
                         '--execute', execute, '--device', device], check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
 
@@ -268,12 +275,20 @@ def streams_section(a, dev, out, save):
 
 
 def quick_section(a, dev, out, save):
-    out['quick_preset'] = q = dict(plain_s=plain_quick_preset(dev, a.workers))
+    "The whole quick preset three ways, side by side in one run: plain, ours in fp32, ours with bf16 training and attacks."
+    isa = torch.backends.cpu.get_cpu_capability() if dev.type == 'cpu' else None
+    out['quick_preset'] = q = dict(work='the same: training, then every metric (AutoAttack and the strong search '
+                                        'included); plain evaluates at batch 16', cpu_isa=isa, native_bf16=native_bf16(dev))
+    q['plain_s'] = plain_quick_preset(dev, a.workers)
     print(f"  quick preset, plain path (sequential): {q['plain_s']:.0f} s", flush=True)
     save()
     q['ours_s'] = ours_quick_preset(2, 'process', str(dev))
     q['speedup'] = q['plain_s'] / q['ours_s']
-    print(f"  quick preset, lolip grid quick --jobs 2 --execute process: {q['ours_s']:.0f} s   x{q['speedup']:.2f}")
+    print(f"  quick preset, lolip grid quick --jobs 2 --execute process: {q['ours_s']:.0f} s   x{q['speedup']:.2f}", flush=True)
+    save()
+    q['ours_bf16_s'] = ours_quick_preset(2, 'process', str(dev), precision='bf16')
+    q['speedup_bf16'] = q['plain_s'] / q['ours_bf16_s']
+    print(f"  quick preset, the same in bf16 (training and attacks): {q['ours_bf16_s']:.0f} s   x{q['speedup_bf16']:.2f}")
     save()
 
 

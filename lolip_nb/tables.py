@@ -203,6 +203,8 @@ def benchmark_frames(folder='bench/results', reference: str | None = 'bench/refe
                                 failed=sum(r['status'] != 'ran' for r in s['runs']), grid_epoch_s=g,
                                 fashion_minutes=None if g is None else 160 * g / 60))
         if (q := d.get('quick_preset')) and 'ours_s' in q:
-            quick.append(dict(**src, plain_s=q['plain_s'], ours_s=q['ours_s'], speedup=q['speedup']))
+            quick.append(dict(**src, work=q.get('work', 'plain: PGD and Lipschitz only'), plain_s=q['plain_s'],
+                              ours_s=q['ours_s'], speedup=q['speedup'],
+                              **({k: q[k] for k in ('ours_bf16_s', 'speedup_bf16') if k in q})))
     return dict(training=pd.DataFrame(train), evaluation=pd.DataFrame(evals), streams=pd.DataFrame(streams),
                 quick=pd.DataFrame(quick))
