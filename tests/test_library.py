@@ -61,7 +61,7 @@ def test_lolip_evaluate_reevaluates_a_stored_model_without_touching_its_result(t
     assert path.parent == out / 'evaluations' and re.fullmatch(r'pgd-eps0\.1-[0-9a-f]{8}\.json', path.name), path
     ev = json.loads(path.read_text())
     assert ev['metrics'] == stored['metrics']                                   # the run's settings: its metrics, exactly
-    assert ev['settings'] == dict(attack='pgd', eps=0.1, norm='inf', autoattack='fast', n_strong=16, n_test=32)
+    assert ev['settings'] == dict(attack='pgd', eps=0.1, norm='inf', autoattack='fast', n_strong=16, n_test=32, eval_precision='fp32')
     assert ev['model'] == str(out) and ev['config_hash'] == stored['config_hash']
     assert ev['provenance']['command'].startswith('lolip evaluate ')
     assert f"test_acc {stored['metrics']['test_acc']:.4g}" in same.stdout
@@ -71,7 +71,7 @@ def test_lolip_evaluate_reevaluates_a_stored_model_without_touching_its_result(t
                   '--device', 'cpu', '--quiet', '--out', mine)
     assert other.returncode == 0, other.stderr
     ev2 = json.loads(mine.read_text())
-    assert ev2['settings'] == dict(attack='multi_targeted', eps=0.2, norm='inf', autoattack=None, n_strong=16, n_test=16)
+    assert ev2['settings'] == dict(attack='multi_targeted', eps=0.2, norm='inf', autoattack=None, n_strong=16, n_test=16, eval_precision='fp32')
     assert 'adv_test_acc_aa' not in ev2['metrics'] and ev2['n_test'] == 16 and ev2['evaluation']['attack']['name'] == 'multi_targeted'
     assert len(list((out / 'evaluations').iterdir())) == 1                      # --out went elsewhere
     assert (out / 'result.json').read_bytes() == result                         # never modified
