@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .core import LolipError, DiskFull, check, get_device, seed_all
+from .core import LolipError, DiskFull, check, get_device, seed_all, configure_cuda
 from .config import Config, AUGS, config_hash, model_name
 from .data import DATASETS
 from .defenses import method_loss, natural_loss, at_loss, rst_loss, trades_loss, _kl
@@ -49,11 +49,12 @@ class StackedCNN001(nn.Module):
         K, B, C = x.shape[:3]
         w1, b1, w2, b2, w3, b3, w4, b4 = self.parameters()
         h = x.transpose(0, 1).reshape(B, K * C, *x.shape[3:])                                  # model k's channels are group k
+        h = h.contiguous(memory_format=torch.channels_last)  # as CNN001: the layout oneDNN's convolutions and pooling prefer
         h = F.relu(F.conv2d(h, w1.flatten(0, 1), b1.flatten(), groups=K))
         h = F.max_pool2d(F.conv2d(h, w2.flatten(0, 1), b2.flatten(), groups=K), 2)
         h = _dropout(h, self.p1, dropout, (B, h.shape[1], 1, 1), 1, K)                       # Dropout2d: whole channels
         c, s = w2.shape[1], h.shape[-1]
-        h = h.view(B, K, c, s, s).permute(1, 0, 3, 4, 2).reshape(K, B, s * s * c)            # per model, NHWC order
+        h = h.permute(0, 2, 3, 1).reshape(B, s, s, K, c).permute(3, 0, 1, 2, 4).reshape(K, B, s * s * c)  # per model, NHWC
         h = F.relu(torch.baddbmm(b3.unsqueeze(1), h, w3.transpose(1, 2)))
         h = _dropout(h, self.p2, dropout, (K, B, h.shape[-1]), 0, K)
         return torch.baddbmm(b4.unsqueeze(1), h, w4.transpose(1, 2))
@@ -199,7 +200,7 @@ def stacked_loss(model: StackedCNN001,   # the stack, its dropout on for every m
         per = per + apart * _reduce_rows(kl, [p.kl_reduction or 'sum' for p in plans])
     return per.sum(), per.detach()
 
-# %% ../nbs/11b_stacked.ipynb #5ac00018
+# %% ../nbs/11b_stacked.ipynb #5ac00020
 _KEY = ('dataset', 'n_train', 'seed', 'aug', 'arch', 'optimizer', 'lr', 'momentum', 'weight_decay', 'batch_size', 'epochs',
         'milestones', 'eps', 'norm')
 
@@ -227,7 +228,7 @@ def _restore_stack(cks: list[dict], model: StackedCNN001, opt, sched, gens: dict
     sched.load_state_dict(cks[0]['scheduler'])
     _set_rng_state(cks[0]['rng'], gens)
 
-# %% ../nbs/11b_stacked.ipynb #5ac00019
+# %% ../nbs/11b_stacked.ipynb #5ac00021
 def _names(cfgs) -> str: return ', '.join(model_name(c) for c in cfgs)
 
 def _stacked_epoch(cfgs, plans, model, opt, x, y, gens, template):
@@ -261,6 +262,7 @@ def train_stacked_steps(cfgs: list[Config], out_dirs: list | None = None, device
     differ = sorted({k for c in cfgs for k in _KEY if getattr(c, k) != getattr(cfgs[0], k)})
     check(len(cfgs) >= 1 and not differ, f"these configurations cannot train as one stack: they differ in {differ}")
     cfg, K, dev = cfgs[0], len(cfgs), get_device(device)
+    if dev.type == 'cuda': configure_cuda()  # the numerics of an ordinary run on this device
     plans = [stack_plan(c) for c in cfgs]
     x, y = (load_data(cfg) if data is None else data)[0]
     x, y = x.to(dev, torch.float32), y.to(dev, torch.int64)
@@ -307,7 +309,7 @@ def train_stacked_steps(cfgs: list[Config], out_dirs: list | None = None, device
             if log: log(epoch_line(h[-1], cfg.epochs))
     return [(model.unstack(k, copy.deepcopy(template)).eval(), histories[k]) for k in range(K)]
 
-# %% ../nbs/11b_stacked.ipynb #5ac00023
+# %% ../nbs/11b_stacked.ipynb #5ac00025
 def stack_groups(cfgs: list) -> tuple[list[list[int]], dict[int, str]]:
     "Which configurations (None: not an experiment) train together: groups of 2 or more indices, and the rest with the reason."
     groups, rest = {}, {}
