@@ -315,7 +315,8 @@ def stack_groups(cfgs: list) -> tuple[list[list[int]], dict[int, str]]:
     groups, rest = {}, {}
     for i, c in enumerate(cfgs):
         if c is None: continue
-        if (why := why_not_stacked(c)) is None: groups.setdefault(stack_key(c), []).append(i)
+        # Natural stacks apart: in a stack with attacks it would run their ascent for nothing
+        if (why := why_not_stacked(c)) is None: groups.setdefault((stack_key(c), stack_plan(c).steps > 0), []).append(i)
         else: rest[i] = why
     for g in [g for g in groups.values() if len(g) < 2]: rest[g[0]] = 'no other job of the grid shares its data, model and optimiser'
     return [g for g in groups.values() if len(g) >= 2], rest

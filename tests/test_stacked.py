@@ -161,9 +161,10 @@ def test_plans_follow_the_forms_and_the_rest_falls_back():
     assert plan('stradesce-tor-CNN001').separate and not plan('stradesce-tor-CNN001-paper').separate
     assert plan('trades6ce-tor-CNN001').kl_reduction == 'mean' and plan('trades6ce-tor-CNN001-paper').reduction == 'mean'
     cfgs = [parse_model_name(m, 'fashion_mnist', 0.1) for m in
-            ('ce-tor-CNN001', 'tulipce-tor-CNN001', 'advce-tor-CNN001', 'ce-tor-CNN002', 'advce-tor-CNN001-adam')]
-    groups, rest = stack_groups(cfgs + [None])
-    assert groups == [[0, 2]] and sorted(rest) == [1, 3, 4], (groups, rest)
+            ('ce-tor-CNN001', 'tulipce-tor-CNN001', 'advce-tor-CNN001', 'ce-tor-CNN002', 'advce-tor-CNN001-adam',
+             'strades6ce-tor-CNN001-paper', 'ce-tor-CNN001-paper')]
+    groups, rest = stack_groups(cfgs + [None])  # Natural stacks apart from the attacks; None: a separation job
+    assert groups == [[0, 6], [2, 5]] and sorted(rest) == [1, 3, 4], (groups, rest)
 
 
 def _tiny(names, epochs=2):
@@ -198,7 +199,7 @@ def test_stacked_grid_writes_per_job_results_that_load_and_tabulate(tmp_path):
     from lolip_nb.experiment import load_run
     from lolip_nb.tables import results_frame
     tiny = dict(TINY, n_train=32, n_test=16, n_strong=8, epochs=2, autoattack=None)  # AutoAttack is not what this tests
-    models = ['ce-tor-CNN001', 'advce-tor-CNN001', 'strades6ce-tor-CNN001-paper', 'tulipce-tor-CNN001']
+    models = ['advce-tor-CNN001', 'advbeta2ce-tor-CNN001-paper', 'strades6ce-tor-CNN001-paper', 'tulipce-tor-CNN001']
     grid = tmp_path / 'stk.json'
     grid.write_text(json.dumps({'name': 'stk', 'jobs': [{'kind': 'experiment01', 'params': dict(tiny, model=m)} for m in models]}))
     root, lines = tmp_path / 'results', []
