@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
+from conftest import TINY, lolip
 from lolip_nb.config import Config, parse_model_name
 from lolip_nb.defenses import LOSSES, FORMS, training_loss, method_loss, trades_loss, _pgd_ce, _trades_adv
 from lolip_nb.models import CNN001
@@ -220,5 +220,7 @@ def test_stacked_grid_writes_per_job_results_that_load_and_tabulate(tmp_path):
     plain = json.loads(next(root.glob('stk/tulipce*/result.json')).read_text())
     assert 'mode' not in plain['execution']
     assert len(results_frame(root, 'stk')) == 4
-    again = run_grid(str(grid), root, execute='stacked', device='cpu', log=lines.append, status_every=0)
-    assert summary(again).startswith('summary: 0 ran, 4 skipped'), summary(again)
+    again = lolip('grid', grid, '--root', root, '--execute', 'stacked', '--device', 'cpu')  # the command line; all done
+    assert again.returncode == 0 and 'summary: 0 ran, 4 skipped' in again.stdout, again.stdout + again.stderr
+    table = lolip('table', 'stk', '--root', root)
+    assert table.returncode == 0 and '| AT' in table.stdout and '| TRADES(6)' in table.stdout, table.stdout + table.stderr
