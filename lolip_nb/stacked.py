@@ -27,12 +27,13 @@ __all__ = ['StackedCNN001', 'Plan', 'stack_plan', 'why_not_stacked', 'stacked_as
            'train_stacked_steps', 'stack_groups', 'run_stacks']
 
 # %% ../nbs/11b_stacked.ipynb #5ac00005
-def _dropout(h: Tensor, p: float, on: Tensor | None, mask_shape: tuple, model_dim: int, K: int) -> Tensor:
-    "`h` times a dropout mask of `mask_shape` (as `F.dropout` draws it), only for the models where `on` (K,) is True."
-    if on is None or not bool(on.any()): return h
+def _dropout(h: Tensor, p: float, on: tuple | None, mask_shape: tuple, model_dim: int) -> Tensor:
+    "`h` times a dropout mask of `mask_shape` (as `F.dropout` draws it), only for the models k where `on[k]` is True."
+    if not on or not any(on): return h  # decided on the host: no device read in the ascent's loop
     noise = torch.empty(mask_shape, device=h.device, dtype=h.dtype).bernoulli_(1 - p).div_(1 - p)
+    if all(on): return h * noise
     shape = [1] * len(mask_shape); shape[model_dim] = -1
-    keep = on.to(h.device).repeat_interleave(mask_shape[model_dim] // K).view(shape)
+    keep = torch.tensor(on, device=h.device).repeat_interleave(mask_shape[model_dim] // len(on)).view(shape)
     return h * torch.where(keep, noise, torch.ones((), device=h.device, dtype=h.dtype))
 
 class StackedCNN001(nn.Module):
@@ -45,18 +46,21 @@ class StackedCNN001(nn.Module):
         for n in self.names:  # registered in CNN001's order, so optimiser states map index for index
             self.register_parameter(n.replace('.', '_'), nn.Parameter(torch.stack([m.get_parameter(n).detach() for m in models]).contiguous()))
 
-    def forward(self, x: Tensor, dropout: Tensor | None = None) -> Tensor:  # dropout: (K,) bool, the models with dropout on
+    def forward(self,
+                x: Tensor,                     # each model's inputs (K, B, C, H, W) in [0, 1]
+                dropout: tuple | None = None,  # K bools: the models whose dropout is on (train mode); None: none (eval)
+               ) -> Tensor:
         K, B, C = x.shape[:3]
         w1, b1, w2, b2, w3, b3, w4, b4 = self.parameters()
         h = x.transpose(0, 1).reshape(B, K * C, *x.shape[3:])                                  # model k's channels are group k
         h = h.contiguous(memory_format=torch.channels_last)  # as CNN001: the layout oneDNN's convolutions and pooling prefer
         h = F.relu(F.conv2d(h, w1.flatten(0, 1), b1.flatten(), groups=K))
         h = F.max_pool2d(F.conv2d(h, w2.flatten(0, 1), b2.flatten(), groups=K), 2)
-        h = _dropout(h, self.p1, dropout, (B, h.shape[1], 1, 1), 1, K)                       # Dropout2d: whole channels
+        h = _dropout(h, self.p1, dropout, (B, h.shape[1], 1, 1), 1)                          # Dropout2d: whole channels
         c, s = w2.shape[1], h.shape[-1]
         h = h.permute(0, 2, 3, 1).reshape(B, s, s, K, c).permute(3, 0, 1, 2, 4).reshape(K, B, s * s * c)  # per model, NHWC
         h = F.relu(torch.baddbmm(b3.unsqueeze(1), h, w3.transpose(1, 2)))
-        h = _dropout(h, self.p2, dropout, (K, B, h.shape[-1]), 0, K)
+        h = _dropout(h, self.p2, dropout, (K, B, h.shape[-1]), 0)
         return torch.baddbmm(b4.unsqueeze(1), h, w4.transpose(1, 2))
 
     @torch.no_grad()
@@ -144,7 +148,7 @@ def stacked_ascent(model: StackedCNN001,   # the stack
     steps = max(p.steps for p in plans)
     check(all(p.steps in (0, steps) for p in plans), "a stack's ascents must have the same number of steps")
     soft, alpha = [p.target == 'soft' for p in plans], _col([p.alpha for p in plans], z, z.dim())
-    on = torch.tensor([p.attack_train for p in plans], device=x.device)
+    on = tuple(p.attack_train for p in plans)
     target = F.softmax(clean, -1).reshape(K * B, -1) if any(soft) else None
     yk, pick = y.repeat(K), _col(soft, z, 2).expand(K, B).reshape(-1)
     for _ in range(steps):
@@ -176,7 +180,7 @@ def stacked_loss(model: StackedCNN001,   # the stack, its dropout on for every m
     "The K models' training losses on one batch: (their sum, to call `.backward()` on; each model's loss (K,))."
     K, B = model.K, len(x)
     xs = x.expand(K, *x.shape)
-    on = torch.ones(K, dtype=torch.bool, device=x.device)
+    on = (True,) * K
     if clean is None:
         with torch.no_grad(): clean = model(xs)
     attacked = any(p.steps for p in plans)
@@ -257,7 +261,12 @@ def _stacked_epoch(cfgs, plans, model, opt, x, y, gens, template):
                          f"run: lower the learning rate (lr={cfg.lr:g}); the checkpoints of the previous epoch are kept")
     return loss_sum, correct
 
-def train_stacked_steps(cfgs: list[Config], out_dirs: list | None = None, device=None, data=None, logs: list | None = None):
+def train_stacked_steps(cfgs: list[Config],            # configurations with one `stack_key`, each stackable
+                        out_dirs: list | None = None,   # each job's folder for its checkpoint.pt (resumed from); None: none
+                        device=None,                    # 'auto'/None (CUDA when present), 'cpu', 'cuda', 'cuda:N'
+                        data=None,                      # load_data(cfgs[0])'s output; None: loaded
+                        logs: list | None = None,       # per job, called with each epoch's line (epoch_line), or None
+                       ):
     "`train_steps` for a stack of compatible configurations; yields after every step, returns [(model, history)] per job."
     differ = sorted({k for c in cfgs for k in _KEY if getattr(c, k) != getattr(cfgs[0], k)})
     check(len(cfgs) >= 1 and not differ, f"these configurations cannot train as one stack: they differ in {differ}")
@@ -310,7 +319,8 @@ def train_stacked_steps(cfgs: list[Config], out_dirs: list | None = None, device
     return [(model.unstack(k, copy.deepcopy(template)).eval(), histories[k]) for k in range(K)]
 
 # %% ../nbs/11b_stacked.ipynb #5ac00025
-def stack_groups(cfgs: list) -> tuple[list[list[int]], dict[int, str]]:
+def stack_groups(cfgs: list,  # a grid's configurations; None for a job that is no experiment
+                ) -> tuple[list[list[int]], dict[int, str]]:
     "Which configurations (None: not an experiment) train together: groups of 2 or more indices, and the rest with the reason."
     groups, rest = {}, {}
     for i, c in enumerate(cfgs):
@@ -326,7 +336,14 @@ def _checkpoint_epoch(folder: Path, cfg: Config) -> int:
     path = Path(folder) / 'checkpoint.pt'
     return _load_checkpoint(path, cfg)['epoch'] if path.exists() else 0
 
-def run_stacks(todo: list, folders: list, device='auto', force=False, log=print, command: str | None = None, progress=None) -> dict:
+def run_stacks(todo: list,                  # the grid's jobs (lolip_nb.runner.Job)
+               folders: list,               # their result folders
+               device='auto',               # 'auto', 'cpu', 'cuda', 'cuda:N'
+               force=False,                 # recompute finished jobs too
+               log=print,                   # where the runner's lines go
+               command: str | None = None,  # recorded in each result's provenance
+               progress=None,               # the runner's _Progress, told when each job starts and ends
+              ) -> dict:
     "Train and evaluate every stackable group of a grid's jobs (the runner's `Job`s); returns {job index: Outcome} for them."
     from lolip_nb.runner import Outcome, _claim, _config, _fail
     from lolip_nb.experiment import run_experiment_steps, _appender, LOG_FILE

@@ -136,7 +136,7 @@ def test_each_model_starts_and_forwards_as_its_form_says(monkeypatch):
     assert got[raw].min() < 0 and got[normal].min() >= 0  # the original's TRADES start is not projected into [0, 1]
     calls, forward = [], StackedCNN001.forward
     def counting(self, x, dropout=None):
-        calls.append(None if dropout is None else tuple(dropout.tolist()))
+        calls.append(None if dropout is None else tuple(dropout))
         return forward(self, x, dropout)
     monkeypatch.setattr(StackedCNN001, 'forward', counting)
     for form, train_forwards in (('original', 2), ('paper', 1)):
