@@ -328,7 +328,8 @@ def stack_groups(cfgs: list,  # a grid's configurations; None for a job that is 
         # Natural stacks apart: in a stack with attacks it would run their ascent for nothing
         if (why := why_not_stacked(c)) is None: groups.setdefault((stack_key(c), stack_plan(c).steps > 0), []).append(i)
         else: rest[i] = why
-    for g in [g for g in groups.values() if len(g) < 2]: rest[g[0]] = 'no other job of the grid shares its data, model and optimiser'
+    for (_, attacked), g in groups.items():
+        if len(g) == 1: rest[g[0]] = f"no other {'' if attacked else 'Natural '}job of the grid shares its data, model and optimiser"
     return [g for g in groups.values() if len(g) >= 2], rest
 
 def _checkpoint_epoch(folder: Path, cfg: Config) -> int:
