@@ -192,6 +192,14 @@ def test_stacked_training_resumes_exactly_and_its_checkpoints_are_trains(tmp_pat
     next(gen); next(gen); gen.close()
     model, hist = train(cfgs[0], tmp_path / 'b' / '0', device='cpu', progress=False)
     assert len(hist) == 2 and hist[0]['loss'] == resumed[0][1][0]['loss']
+    # and the other way: a stack resumes from checkpoints that the ordinary trainer wrote
+    from lolip_nb.train import train_steps
+    for k, c in enumerate(cfgs):
+        gen = train_steps(c, tmp_path / 'c' / str(k), device='cpu', progress=False)
+        next(gen); next(gen); gen.close()
+    lines = []
+    mixed = run_steps(train_stacked_steps(cfgs, [tmp_path / 'c' / str(k) for k in range(2)], device='cpu', logs=[lines.append] * 2))
+    assert lines[0].startswith('resuming after epoch 1/2') and [len(h) for _, h in mixed] == [2, 2]
 
 
 def test_stacked_grid_writes_per_job_results_that_load_and_tabulate(tmp_path):
