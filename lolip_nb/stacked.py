@@ -95,6 +95,7 @@ def stack_plan(cfg: Config) -> Plan:
     fn, kw = method_loss(cfg.loss, cfg.form)
     check(cfg.arch == 'CNN001', f"{cfg.arch} has no stacked form (only CNN001 has)")
     check(cfg.norm == 'inf', "the l2 ball is not stacked (its per-form start and step rules are left to the ordinary trainer)")
+    check(cfg.precision == 'fp32', f"precision {cfg.precision} is not stacked: a stack trains in float32")
     check(fn in _KNOWN, f"{cfg.loss} is not stacked: only Natural, AT, RST and TRADES share the ascent")
     unknown = set(kw) - _KNOWN[fn]
     check(not unknown, f"{cfg.loss} ({cfg.form} form) has argument(s) {sorted(unknown)} that stacking does not know")
