@@ -105,10 +105,11 @@ def _grid_parser(p):
     p.add_argument('preset', help="quick, forms, fashion, table2, table3, table4, table1, or a grid .json file")
     p.add_argument('--jobs', type=_positive_int, default=1, help="jobs run at once on this machine (several small jobs can share a GPU)")
     p.add_argument('--root', default='results', help="results folder (default results/)")
-    p.add_argument('--execute', default='auto', choices=['auto', 'papermill', 'process', 'streams'],
+    p.add_argument('--execute', default='auto', choices=['auto', 'papermill', 'process', 'streams', 'stacked'],
                    help="papermill executes the experiment notebook and keeps the executed copy; process calls the library "
                         "directly (no Jupyter needed); streams runs the jobs in this process, one CUDA stream each "
-                        "(the fast way to share one GPU among --jobs jobs); auto prefers papermill")
+                        "(the fast way to share one GPU among --jobs jobs); stacked trains compatible CNN001 jobs as one "
+                        "stacked model in this process and runs the rest as processes; auto prefers papermill")
     p.add_argument('--backend', default='local', choices=['local', 'ray'],
                    help="local runs --jobs jobs at once on this machine; ray submits every job as a Ray task "
                         "(pip install 'lolip_nb[ray]'; the results folder must be shared by all nodes)")

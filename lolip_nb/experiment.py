@@ -125,8 +125,9 @@ def _appender(path: Path):
         except OSError: pass  # a progress line is not worth stopping a run for; a full disk stops it at the next checkpoint
     return log
 
-def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False):
-    "`run_experiment` as a generator that yields after every training step; its return value is the result."
+def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, command: str | None = None, force=False,
+                         execution: dict | None = None):
+    "`run_experiment` as a generator that yields after every training step (`execution`: more facts for the result's record)."
     from lolip_nb.train import train_steps, load_data, _use_graphs
     from lolip_nb.evaluate import evaluate, evaluation_protocol
     from lolip_nb.data import dataset_source
@@ -160,7 +161,7 @@ def run_experiment_steps(cfg: Config, out_dir, device=None, progress=True, comma
                                                 epoch_s=[h.get('seconds') for h in history]),
                   dataset_source=dataset_source(cfg.dataset), provenance=provenance(dev, command),
                   execution=dict(device=dev.type, cuda_graphs=_use_graphs(None, dev),
-                                 tf32=dev.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32))
+                                 tf32=dev.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32, **(execution or {})))
     try:
         save_weights(model, cfg, out_dir / MODEL_FILE)  # before the result: a finished result always has its weights
         atomic_write_json(out_dir / RESULT_FILE, result)

@@ -433,8 +433,8 @@ def run_interleaved(todo: list[Job], folders: list[Path], jobs: int, device='aut
 def _prepare(preset, root, jobs, execute, epochs):
     "Validate everything a grid needs before any folder is made; returns (name, jobs, folders, execute)."
     check(isinstance(jobs, int) and jobs >= 1, f"--jobs must be a positive integer, got {jobs!r}")
-    check(execute in ('auto', 'papermill', 'process', 'streams'),
-          f"unknown execution {execute!r}: use auto, papermill, process or streams")
+    check(execute in ('auto', 'papermill', 'process', 'streams', 'stacked'),
+          f"unknown execution {execute!r}: use auto, papermill, process, streams or stacked")
     name, todo = grid_jobs(preset, epochs)
     root = Path(root)
     folders = [job_dir(j, root, name) for j in todo]
@@ -463,7 +463,7 @@ def _download(todo: list[Job]):
 def run_grid(preset: str,                     # a preset name (quick, fashion, table2, ...) or a grid .json file
              root='results',                  # results folder; the grid's runs go to root/<grid name>/
              jobs: int = 1,                   # jobs at once on this machine
-             execute: str = 'auto',           # 'papermill', 'process', 'streams', or 'auto' (papermill when it can)
+             execute: str = 'auto',           # 'papermill', 'process', 'streams', 'stacked', or 'auto' (papermill when it can)
              device='auto',                   # 'auto', 'cpu', 'cuda', 'cuda:N'
              force=False,                     # recompute finished jobs too
              epochs: int | None = None,       # cap every experiment's epochs
@@ -476,6 +476,7 @@ def run_grid(preset: str,                     # a preset name (quick, fashion, t
             ) -> list[Outcome]:
     "Run every job of `preset` (a name or a grid file) into `root/<name>/` on this machine (`jobs` at a time) or on Ray."
     check(backend in ('local', 'ray'), f"unknown backend {backend!r}: use local or ray")
+    check(not (backend == 'ray' and execute == 'stacked'), "--execute stacked runs on this machine: use --backend local")
     check(isinstance(status_every, (int, float)) and status_every >= 0, f"--status-every must be >= 0 seconds, got {status_every!r}")
     name, todo, folders, execute = _prepare(preset, root, jobs, execute, epochs)
     if download: _download(todo)
@@ -484,15 +485,19 @@ def run_grid(preset: str,                     # a preset name (quick, fashion, t
     log(f'grid {name}: {len(todo)} jobs, {jobs} at a time, {execute}, results in {Path(root) / name}')
     progress = _Progress(folders, jobs)
     if execute == 'streams': return run_interleaved(todo, folders, jobs, device, force, log, command, status_every, progress)
+    done = {}
+    if execute == 'stacked':  # compatible experiments train as stacks in this process (lolip_nb.stacked); the rest as processes
+        from lolip_nb.stacked import run_stacks
+        done, execute = run_stacks(todo, folders, device, force, log, command, progress), 'process'
     def one(i: int, job: Job, folder: Path) -> Outcome:
         progress.start(i)
         outcome = run_job(job, folder, execute, device, force, threads, log, command)
         progress.finish(i, outcome); return outcome
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        running = [pool.submit(one, i, j, f) for i, (j, f) in enumerate(zip(todo, folders))]
-        while wait(running, timeout=status_every or None).not_done: log(progress.line())
-        return [r.result() for r in running]
+        running = {i: pool.submit(one, i, j, f) for i, (j, f) in enumerate(zip(todo, folders)) if i not in done}
+        while wait(running.values(), timeout=status_every or None).not_done: log(progress.line())
+        return [done[i] if i in done else running[i].result() for i in range(len(todo))]
     except BaseException:  # Ctrl-C, or SIGTERM turned into an exception by the command line: stop the jobs now, not after them
         _stop_children()
         raise
