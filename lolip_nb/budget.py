@@ -69,7 +69,7 @@ def recorded_rates(root, device: str) -> Rates:
     "Rates from every finished run under `root` whose provenance names `device`; the median where several agree on a key."
     train, evals = {}, {}
     for path in sorted(Path(root).rglob('result.json')):
-        res = read_result(path.parent) if path.parent.is_dir() else None
+        res = read_result(path.parent)
         if not res or res.get('provenance', {}).get('device') != device or 'config' not in res: continue
         try: cfg = Config.from_dict(res['config'])
         except LolipError: continue
@@ -173,7 +173,7 @@ def run_budgeted(preset: str,                   # a preset name or a grid .json 
         est, j, f, cfg = max(fits, key=lambda s: s[0])
         log(f"[  budget] {f.name}: estimated {est:.0f} s, {left:.0f} s left")
         start = clock()
-        outcome = run(j, f, execute, dev.type if dev.type == 'cpu' else str(dev), False, None, log, command)
+        outcome = run(j, f, execute, str(dev), False, None, log, command)
         took = clock() - start
         _append(journal, dict(job=f.name, decision='started', estimate_s=est, took_s=took, status=outcome.status,
                               device=where, date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())))
