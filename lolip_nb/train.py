@@ -136,7 +136,7 @@ def _restore(ck: dict, path: Path, cfg: Config, model, opt, sched, gens: dict, g
 
 # %% ../nbs/10_train.ipynb #3ed938a7
 _SYNC_EVERY = 20
-_WARMUP = 2  # eager steps on the capture stream before a capture: optimizer state, cuDNN autotuning, cuBLAS workspace
+_WARMUP = 2  # eager steps of a batch size on the capture stream before its capture: optimizer state, cuDNN autotuning, cuBLAS workspace
 
 def _use_graphs(graphs, device) -> bool:
     "Whether training steps are replayed as CUDA graphs: on CUDA, unless `graphs` is False or `$LOLIP_GRAPHS=0`."
@@ -147,6 +147,10 @@ def _metrics(dev) -> dict:
     "An epoch's running metrics on the device: summed loss, number correct, steps taken, first non-finite step (-1: none)."
     return dict(loss=torch.zeros((), device=dev), correct=torch.zeros((), device=dev, dtype=torch.long),
                 step=torch.zeros((), device=dev, dtype=torch.long), bad=torch.full((), -1, device=dev, dtype=torch.long))
+
+def _reset(acc: dict):
+    "Start `_metrics` over for a new epoch, in place: captured steps hold these very tensors."
+    for k, t in acc.items(): t.fill_(-1 if k == 'bad' else 0)
 
 def _make_step(cfg: Config, model: nn.Module, opt, acc: dict):
     "One step on a batch: clean accuracy before the update, the method's loss, backward, optimizer step; metrics go into `acc` in place."
@@ -183,26 +187,44 @@ def _capture(step, xb: Tensor, yb: Tensor, stream):
         sx.copy_(xb); sy.copy_(yb); graph.replay()
     return replay
 
-def _epoch(cfg: Config, model: nn.Module, opt, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir,
-           graphs: bool = False):
-    "Train one epoch, yielding after every step; returns (summed per-example loss, number correct) as device tensors."
+class _Replays:
+    "Runs a run's training steps, replayed as CUDA graphs when given a capture `stream`: one graph per batch size and learning rate."
+    def __init__(self, step, stream=None, warm=_on_stream, capture=_capture):
+        self.step, self.stream, self.warm, self.capture = step, stream, warm, capture
+        self.seen, self.graphs = {}, {}  # eager runs per batch size; replays per (batch size, learning rate)
+
+    def __call__(self, xb: Tensor, yb: Tensor, lr: float):
+        "One step on the batch `(xb, yb)` at the learning rate `lr` the optimizer holds."
+        if self.stream is None: return self.step(xb, yb)
+        key = (len(yb), lr)
+        if key not in self.graphs:
+            if (seen := self.seen.get(len(yb), 0)) < _WARMUP:  # a batch size never run: warm up eagerly first
+                self.seen[len(yb)] = seen + 1
+                return self.warm(self.stream, self.step, xb, yb)
+            # the optimizer's step is recorded with its learning rate as a constant: a new rate is a new phase, re-captured;
+            # the graphs of the previous phase are not replayed again, and their memory goes with them
+            self.graphs = {k: g for k, g in self.graphs.items() if k[1] == lr}
+            self.graphs[key] = self.capture(self.step, xb, yb, self.stream)
+        self.graphs[key](xb, yb)
+
+    @property
+    def captured(self) -> list:
+        "The (batch size, learning rate) of every graph held now."
+        return sorted(self.graphs)
+
+def _epoch(cfg: Config, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir, run: _Replays,
+           acc: dict, lr: float):
+    "Train one epoch with `run`'s steps, yielding after every step; returns (summed per-example loss, number correct) as device tensors."
     n, bs, dev = len(x), cfg.batch_size, x.device
     perm = torch.randperm(n, generator=gens['shuffle']).to(dev)
-    steps, full = math.ceil(n / bs), n // bs
-    acc = _metrics(dev)
-    step = _make_step(cfg, model, opt, acc)
-    graphs = graphs and full > _WARMUP  # steps [0, _WARMUP) eager, [_WARMUP, full) replayed, a last partial batch eager
-    side, replay = (torch.cuda.Stream(dev) if graphs else None), None
+    steps = math.ceil(n / bs)
+    _reset(acc)
     bar = tqdm(range(steps), desc=f'train epoch {epoch}/{cfg.epochs}', unit='step', disable=not progress)
     for i in bar:
         idx = perm[i * bs:(i + 1) * bs]
         xb, yb = x[idx], y[idx]
         if cfg.aug: xb = _augment(xb, AUGS[cfg.aug], gens['augment'])
-        if not graphs or i >= full: step(xb, yb)
-        elif i < _WARMUP: _on_stream(side, step, xb, yb)
-        else:
-            if replay is None: replay = _capture(step, xb, yb, side)
-            replay(xb, yb)
+        run(xb, yb, lr)
         if i + 1 == steps or (progress and (i + 1) % _SYNC_EVERY == 0):  # reading from the GPU waits for it
             if (b := int(acc['bad'])) >= 0:
                 bar.close()
@@ -247,12 +269,14 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
     gens = dict(shuffle=torch.Generator().manual_seed(cfg.seed), augment=torch.Generator(dev).manual_seed(cfg.seed + 1))
     path = Path(out_dir) / 'checkpoint.pt' if out_dir is not None else None
     history, start = [], 0
+    acc = _metrics(dev)
+    run = _Replays(_make_step(cfg, model, opt, acc), torch.cuda.Stream(dev) if graphs else None)
     if path is not None and path.exists():
         history, start = _restore(_load_checkpoint(path, cfg), path, cfg, model, opt, sched, gens, graphs)
         if log is not None: log(f"resuming after epoch {start}/{cfg.epochs} from {path}")
     for epoch in range(start + 1, cfg.epochs + 1):
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
-        loss_sum, correct = yield from _epoch(cfg, model, opt, x, y, gens, epoch, progress, out_dir, graphs)
+        loss_sum, correct = yield from _epoch(cfg, x, y, gens, epoch, progress, out_dir, run, acc, lr)
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
                             seconds=time.perf_counter() - t0))
         sched.step()

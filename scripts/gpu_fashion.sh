@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a borrowed GPU machine, from the repository root: run the unfinished jobs of the `fashion` preset that fit in
-# $BUDGET (default 8m), whole, longest first (lolip grid --time-budget), and leave their result folders in
+# $BUDGET (default 7m), whole, longest first (lolip grid --time-budget), and leave their result folders in
 # $OUT/results/fashion/, the layout of results/fashion/ here (weights and checkpoints left out: they are large and
-# rebuilt by `lolip run`). Needs what scripts/gpu_prepare.sh put into .data and .whl (carry both).
-#   LOLIP_COMMIT=$(git rev-parse HEAD) BUDGET=8m bash scripts/gpu_fashion.sh
+# rebuilt by `lolip run`). Needs what scripts/gpu_prepare.sh put into .data and .whl (carry both). Before the grid,
+# tests/test_graphs.py checks the CUDA-graph training on the device (CHECKS=0 skips it); if it fails, LOLIP_GRAPHS=0.
+#   LOLIP_COMMIT=$(git rev-parse HEAD) BUDGET=7m bash scripts/gpu_fashion.sh
 set -u
 PY=${PYTHON:-python3}; DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry run here
 OUT=${OUT:-/tmp/lolip-gpu-out}; mkdir -p "$OUT"
@@ -19,7 +20,14 @@ if os.environ.get('DEVICE', 'cuda') != 'cpu': assert torch.cuda.is_available(), 
 print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')
 PY
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } > "$OUT/env.txt" 2>&1
-timeout ${TIMEOUT:-590} $PY -m lolip_nb.cli grid fashion --time-budget "${BUDGET:-8m}" --execute process --device $DEVICE \
+# first the CUDA-graph checks (a minute at most); if they fail, the grid runs every step eagerly: slower, still right
+T0=$(date +%s)
+if [ "$DEVICE" != cpu ] && [ "${CHECKS:-1}" = 1 ]; then
+  timeout 90 $PY -m pytest -q -p no:cacheprovider tests/test_graphs.py 2>&1 | tail -15 > "$OUT/checks.log"
+  grep -q ' passed' "$OUT/checks.log" && ! grep -qE 'failed|error' "$OUT/checks.log" || { export LOLIP_GRAPHS=0; echo "graph checks failed: LOLIP_GRAPHS=0" | tee -a "$OUT/checks.log"; }
+  cat "$OUT/checks.log"
+fi
+timeout $(( ${TIMEOUT:-590} - ($(date +%s) - T0) )) $PY -m lolip_nb.cli grid fashion --time-budget "${BUDGET:-7m}" --execute process --device $DEVICE \
   --root results 2>&1 | tee "$OUT/grid.log"
 mkdir -p "$OUT/results"
 tar cf - --exclude='*.safetensors' --exclude='checkpoint.pt' --exclude='.lock' results/fashion 2>/dev/null | tar xf - -C "$OUT"

@@ -4,7 +4,7 @@
 #   .data/fashion_mnist/  the four Fashion-MNIST IDX files (from $FASHION, default the Debian package's folder)
 #   .whl/site/            the pure-Python or abi3 packages a GPU image may lack (pyautoattack, safetensors, tabulate,
 #                         fastcore), downloaded from PyPI and unpacked; pyautoattack's 42 MB of example models left out
-# Then: LOLIP_COMMIT=$(git rev-parse HEAD) BUDGET=8m bash scripts/gpu_fashion.sh   (on the GPU machine)
+# Then: LOLIP_COMMIT=$(git rev-parse HEAD) BUDGET=7m bash scripts/gpu_fashion.sh   (on the GPU machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
