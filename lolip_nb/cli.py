@@ -154,9 +154,17 @@ def _table_parser(p):
                    help="what to print on stdout: the table alone (csv and json keep every digit); the line saying how "
                         "many runs, epochs and devices goes to stderr")
     p.add_argument('--out', default=None, help="also write OUT.md, OUT.html and OUT.tex")
+    p.add_argument('--claims', action='store_true',
+                   help="print the paper's findings checked on these runs (yes / no / not yet) instead of the table")
 
 def _table(a, command):
     from lolip_nb.tables import table_main
+    if getattr(a, 'claims', False):
+        from lolip_nb.claims import claims_main
+        check(not a.out, "--claims prints to stdout only: leave out --out (redirect the output to keep it)")
+        table, note = claims_main(a.preset, a.root, a.format)
+        print(table); print(note, file=sys.stderr)
+        return
     if a.out:  # before anything is read or rendered
         _check_writable(Path(a.out).parent)
         for ext in ('md', 'html', 'tex'):
