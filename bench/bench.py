@@ -145,9 +145,10 @@ def ours_quick_preset(jobs, execute='process', device='cpu', precision='fp32'):
         return time.perf_counter() - t0
 
 
-def subset_grid(preset, n_train, n_test, path):
-    "Write a grid file of `preset`'s jobs on `n_train` training and `n_test` test images; returns its path."
+def subset_grid(preset, n_train, n_test, path, original_only=False):
+    "Write a grid file of `preset`'s jobs (with `original_only`, not the `-paper` forms) on `n_train` training and `n_test` test images; returns its path."
     name, jobs = grid_jobs(preset)
+    if original_only: jobs = [j for j in jobs if not j.params['model'].endswith('-paper')]
     spec = dict(name=f'{name}-n{n_train}', jobs=[dict(kind=j.kind, params={**j.params, 'n_train': n_train, 'n_test': n_test})
                                                  for j in jobs])
     Path(path).write_text(json.dumps(spec))
@@ -187,6 +188,8 @@ def main(argv=None):
     ap.add_argument('--streams-grid', default='fashion', help='the grid the streams section runs (a preset or a grid file)')
     ap.add_argument('--streams-n-train', type=int, default=None, help="run the streams grid's jobs on this many training images")
     ap.add_argument('--streams-n-test', type=int, default=2000)
+    ap.add_argument('--streams-original-only', action='store_true', help="the streams grid without its '-paper' jobs "
+                    "(fashion: the ten methods as the published code trains them)")
     ap.add_argument('--streams-compare', action='store_true', help='also run the streams grid one job at a time, for the ratio')
     ap.add_argument('--skip-eval', action='store_true')
     ap.add_argument('--streams-root', default=None, help='where the streams grid writes its results (default: a temporary folder)')
@@ -255,7 +258,7 @@ def evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save):
 def streams_section(a, dev, out, save):
     root = Path(a.streams_root or tempfile.mkdtemp(prefix='lolip-streams-')); root.mkdir(parents=True, exist_ok=True)
     grid, n = a.streams_grid, a.streams_n_train
-    if n: grid = subset_grid(grid, n, a.streams_n_test, root / 'grid.json')
+    if n: grid = subset_grid(grid, n, a.streams_n_test, root / 'grid.json', a.streams_original_only)
     scale = 60000 / n if n else 1.0
     out['streams'] = []
     for jobs in ([1] if a.streams_compare else []) + [a.streams_jobs]:
