@@ -18,8 +18,8 @@ __all__ = ['AA_VERSIONS', 'autoattack']
 
 # %% ../nbs/05b_autoattack.ipynb #ed54bbb4
 AA_VERSIONS = {
-    'standard': dict(attacks=['apgd-ce', 'apgd-t', 'fab-t', 'square'], apgd_t_targets=9),
-    'fast': dict(attacks=['apgd-ce', 'apgd-t'], apgd_t_targets=3),
+    'standard': dict(attacks=['apgd-ce', 'apgd-t', 'fab-t', 'square'], apgd_t_targets=9, apgd_ce_restarts=1),
+    'fast': dict(attacks=['apgd-ce', 'apgd-t'], apgd_t_targets=3, apgd_ce_restarts=5),
 }
 
 def autoattack(model: nn.Module,                 # classifier returning logits
@@ -48,6 +48,7 @@ def autoattack(model: nn.Module,                 # classifier returning logits
         aa = AutoAttack(model, attacks=spec['attacks'] if version != 'standard' else None, device=dev, eps=eps,
                         norm='Linf' if norm == 'inf' else 'L2', seed=seed, version='custom' if version != 'standard' else 'standard')
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = min(spec['apgd_t_targets'], k - 1)
+        aa.apgd.n_restarts = spec['apgd_ce_restarts']  # set here, not left to the package's defaults for each version
         aa.verbose = False
         quiet = logging.getLogger('auto-attack')
         level, quiet.level = quiet.level, logging.ERROR

@@ -51,7 +51,7 @@ def _run_parser(p: argparse.ArgumentParser):
                                                    "multitarget or autoattack")
     p.add_argument('--autoattack', default='standard', choices=['standard', 'fast', 'none'],
                    help="AutoAttack version of the adv_test_acc_aa column (standard: APGD-CE, APGD-T, FAB-T, Square; "
-                        "fast: APGD-CE and APGD-T with 3 targets); none skips it")
+                        "fast: APGD-CE with 5 restarts and APGD-T with 3 targets); none skips it")
     p.add_argument('--n-strong', type=_positive_int, default=None,
                    help="run AutoAttack and the strong Lipschitz estimate on the first N test points only (default: all)")
     p.add_argument('--random_seed', type=int, default=0, help="seed of initialisation, shuffling and attacks")

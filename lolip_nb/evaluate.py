@@ -57,7 +57,8 @@ def evaluation_protocol(eps: float, norm='inf', attack: str = 'pgd', autoattack:
         lip_strong=dict(steps=strong['steps'], step_size=f"{2 * eps:g} down to {0.02 * eps:g} (geometric)",
                         restarts=strong['restarts'], start='uniform', keep='best point visited', on=on),
         autoattack=None if autoattack is None else dict(version=autoattack, attacks=AA_VERSIONS[autoattack]['attacks'],
-                                                        apgd_t_targets=AA_VERSIONS[autoattack]['apgd_t_targets'], on=on,
+                                                        apgd_t_targets=AA_VERSIONS[autoattack]['apgd_t_targets'],
+                                                        apgd_ce_restarts=AA_VERSIONS[autoattack]['apgd_ce_restarts'], on=on,
                                                         package='pyautoattack'),
         precision=dict(attacks=precision, lipschitz='fp32', verdicts_and_values='fp32'))
 
