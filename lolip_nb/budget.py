@@ -4,7 +4,7 @@
 
 # %% ../nbs/12b_budget.ipynb #c2641081
 from __future__ import annotations
-import json, math, re, statistics, time
+import json, math, os, re, statistics, time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from .config import Config
 from .data import DATASETS
 from .experiment import experiment_config, read_result
 from .runner import Job, Outcome, grid_plan, finished, run_job
+from .train import STOP_AT, checkpoint_epoch
 
 # %% auto #0
 __all__ = ['STRONG_WEIGHT', 'OVERHEAD_S', 'CAL_STEPS', 'CAL_POINTS', 'parse_seconds', 'train_key', 'eval_key', 'eval_units',
@@ -59,11 +60,20 @@ class Rates:
     train: dict
     eval: dict
 
-    def estimate(self, cfg) -> float | None:
-        "Seconds `cfg`'s job takes on this device, or None when a rate is unknown."
-        t, e = self.train.get(train_key(cfg)), self.eval.get(eval_key(cfg))
-        if t is None or e is None: return None
-        return steps(cfg) * t['s'] + eval_units(cfg) * e['s'] + OVERHEAD_S
+    def estimate(self, cfg, done: int = 0) -> float | None:
+        "Seconds `cfg`'s job takes on this device with `done` epochs already trained, or None when a rate is unknown."
+        if (tail := self.tail(cfg)) is None or (epoch := self.epoch(cfg)) is None: return None
+        return (cfg.epochs - done) * epoch + tail
+
+    def epoch(self, cfg) -> float | None:
+        "Seconds of one training epoch of `cfg`, or None."
+        t = self.train.get(train_key(cfg))
+        return None if t is None else steps(cfg) / cfg.epochs * t['s']
+
+    def tail(self, cfg) -> float | None:
+        "Seconds after the last epoch of `cfg`: evaluation and the job's overhead, or None."
+        e = self.eval.get(eval_key(cfg))
+        return None if e is None else eval_units(cfg) * e['s'] + OVERHEAD_S
 
 def recorded_rates(root, device: str) -> Rates:
     "Rates from every finished run under `root` whose provenance names `device`; the median where several agree on a key."
@@ -129,6 +139,8 @@ def run_budgeted(preset: str,                   # a preset name or a grid .json 
                  clock=time.monotonic,          # the clock the budget is measured on
                  run=run_job,                   # runs one job (tests pass a fake)
                  measure=calibrate,             # measures (s per step, s per eval unit) of a configuration (tests pass a fake)
+                 split: bool = False,           # when no whole job fits, start the longest one under a deadline that pauses it
+                 trained=checkpoint_epoch,      # epochs a job's folder already holds, from its checkpoint (tests pass a fake)
                 ) -> list[Outcome]:
     "Run whole unfinished jobs of `preset`, longest first, while their estimates fit the budget; never start one that does not."
     t0 = clock()
@@ -146,6 +158,10 @@ def run_budgeted(preset: str,                   # a preset name or a grid .json 
     rec = recorded_rates(root, where)  # finished runs beat calibrations
     rates.train.update(rec.train); rates.eval.update(rec.eval)
     pending = [(j, f, experiment_config(**j.params)) for j, f in zip(todo, folders) if not finished(j, f)]
+    def done(f, cfg) -> int:  # a checkpoint that cannot be read is the job's own error to report, when it runs
+        try: return trained(f, cfg)
+        except LolipError: return 0
+    progress = {f: done(f, cfg) for _, f, cfg in pending}
     log(f"grid {name}: {len(todo) - len(pending)} of {len(todo)} jobs finished; a budget of {budget:.0f} s on {where}")
     outcomes = []
     if calibrate_missing:
@@ -162,8 +178,14 @@ def run_budgeted(preset: str,                   # a preset name or a grid .json 
                                             {k: v for k, v in rates.eval.items() if v.get('source') == 'calibration'}))
     while pending:
         left = budget - (clock() - t0)
-        sized = [(rates.estimate(cfg), j, f, cfg) for j, f, cfg in pending]
+        sized = [(rates.estimate(cfg, progress[f]), j, f, cfg) for j, f, cfg in pending]
         fits = [s for s in sized if s[0] is not None and s[0] * safety <= left]
+        deadline = None
+        if not fits and split:  # a job longer than what is left: its next epoch and its evaluation must fit
+            fits = [s for s in sized if s[0] is not None and (rates.epoch(s[3]) + rates.tail(s[3])) * safety <= left]
+            if fits:
+                est, j, f, cfg = max(fits, key=lambda s: s[0])
+                deadline = time.time() + left - rates.tail(cfg) * safety
         if not fits:
             for est, j, f, cfg in sized:
                 why = 'no estimate on this device' if est is None else f'needs {est * safety:.0f} s with the safety factor'
@@ -171,12 +193,20 @@ def run_budgeted(preset: str,                   # a preset name or a grid .json 
                 _append(journal, dict(job=f.name, decision='not started', estimate_s=est, left_s=left, device=where))
             break
         est, j, f, cfg = max(fits, key=lambda s: s[0])
-        log(f"[  budget] {f.name}: estimated {est:.0f} s, {left:.0f} s left")
-        start = clock()
-        outcome = run(j, f, execute, str(dev), False, None, log, command)
+        log(f"[  budget] {f.name}: estimated {est:.0f} s, {left:.0f} s left"
+            + ('' if progress[f] == 0 else f", resuming after epoch {progress[f]}/{cfg.epochs}")
+            + ('' if deadline is None else f"; split: training pauses {deadline - time.time():.0f} s from now"))
+        start, saved = clock(), os.environ.get(STOP_AT)
+        if deadline is not None: os.environ[STOP_AT] = f'{deadline:.0f}'
+        try: outcome = run(j, f, execute, str(dev), False, None, log, command)
+        finally:
+            if deadline is not None:
+                if saved is None: del os.environ[STOP_AT]
+                else: os.environ[STOP_AT] = saved
         took = clock() - start
-        _append(journal, dict(job=f.name, decision='started', estimate_s=est, took_s=took, status=outcome.status,
-                              device=where, date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())))
+        _append(journal, dict(job=f.name, decision='started' if deadline is None else 'started, split', estimate_s=est,
+                              took_s=took, status=outcome.status, epochs_before=progress[f], device=where,
+                              date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())))
         log(f"[{outcome.status:>7}] {f.name}: {took:.0f} s (estimated {est:.0f} s)")
         outcomes.append(outcome)
         pending = [p for p in pending if p[1] != f]

@@ -128,19 +128,24 @@ def _grid_parser(p):
                    help="run only whole unfinished jobs that fit in DURATION (e.g. 8m, 480, 1.5h), longest first, one at a "
                         "time, from their measured times on this device (see lolip_nb.budget); never start one that cannot finish")
     p.add_argument('--safety', type=float, default=1.25, help="with --time-budget: estimates are multiplied by this (default 1.25)")
+    p.add_argument('--split', action='store_true',
+                   help="with --time-budget: when no whole job fits, start the longest one anyway and pause its training "
+                        "between epochs before the budget ends (its checkpoint resumes it next time)")
 
 def _grid(a, command):
     from lolip_nb.runner import run_grid, summary
     from lolip_nb.core import get_device
     get_device(a.device)
     check(a.address is None or a.backend == 'ray', "--address is only for --backend ray")
+    check(not a.split or a.time_budget is not None, "--split is for --time-budget: add a budget such as --time-budget 8m")
     if a.time_budget is not None:
         from lolip_nb.budget import run_budgeted
         check(a.jobs == 1 and a.backend == 'local' and not a.force and a.execute != 'streams',
               "--time-budget runs one job at a time on this machine: leave out --jobs, --backend ray, --force and --execute streams")
-        print(summary(run_budgeted(a.preset, a.time_budget, a.root, execute=a.execute, device=a.device, safety=a.safety,
-                                   epochs=a.epochs, command=command)))
-        return
+        outcomes = run_budgeted(a.preset, a.time_budget, a.root, execute=a.execute, device=a.device, safety=a.safety,
+                                epochs=a.epochs, command=command, split=a.split)
+        print(summary(outcomes))
+        return 1 if any(o.status == 'failed' for o in outcomes) else 0
     outcomes = run_grid(a.preset, a.root, jobs=a.jobs, execute=a.execute, device=a.device, force=a.force, epochs=a.epochs,
                         backend=a.backend, address=a.address, command=command, download=a.download,
                         status_every=a.status_every)

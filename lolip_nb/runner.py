@@ -18,8 +18,8 @@ from .defenses import FORMS, forms_differ
 
 # %% auto #0
 __all__ = ['EXPERIMENT_PARAMS', 'SEPARATION_PARAMS', 'TEN_METHODS', 'DATASETS_ALL', 'QUICK', 'QUICK_PAPER_FORMS', 'PRESET_NAMES',
-           'NOTEBOOKS', 'EXECUTED', 'STATUS_EVERY', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs', 'notebooks_dir',
-           'Outcome', 'run_job', 'run_interleaved', 'run_grid', 'summary', 'grid_plan', 'finished']
+           'NOTEBOOKS', 'EXECUTED', 'PAUSED_EXIT', 'STATUS_EVERY', 'RAY_RETRIES', 'Job', 'job_dir', 'grid_jobs',
+           'notebooks_dir', 'Outcome', 'run_job', 'run_interleaved', 'run_grid', 'summary', 'grid_plan', 'finished']
 
 # %% ../nbs/12_runner.ipynb #99ed1df5
 EXPERIMENT_PARAMS = dict(model=str, dataset=str, eps=(float, type(None)), norm=str, attack=str, random_seed=int,
@@ -203,10 +203,16 @@ def _command(job: Job, out: Path, execute: str, device: str) -> list[str]:
                 '-k', 'python3', '--no-progress-bar', '-y', json.dumps(params)]
     return [sys.executable, '-c', 'from lolip_nb.runner import _main_job; _main_job()', job.kind, json.dumps(params)]
 
+PAUSED_EXIT = 75  # a job's exit status when its training paused at the deadline $LOLIP_STOP_AT (EX_TEMPFAIL)
+
 def _main_job(argv=None):
     "Entry for `execute='process'`: run one job from its JSON parameters, as the notebook would."
+    from lolip_nb.train import Paused
     kind, params = (argv or sys.argv[1:])[:2]
-    _execute(kind, json.loads(params), os.environ.get('LOLIP_COMMAND', f'lolip grid ({kind})'), os.environ.get('LOLIP_FORCE') == '1')
+    try: _execute(kind, json.loads(params), os.environ.get('LOLIP_COMMAND', f'lolip grid ({kind})'), os.environ.get('LOLIP_FORCE') == '1')
+    except Paused as e:
+        print(f'Paused: {e}', flush=True)
+        sys.exit(PAUSED_EXIT)
 
 def _execute(kind: str, params: dict, command: str, force: bool):
     "Run one job in this process from its parameters (with `out_dir` and `device`)."
@@ -223,7 +229,7 @@ def _execute(kind: str, params: dict, command: str, force: bool):
 # %% ../nbs/12_runner.ipynb #7ff17d21
 @dataclass
 class Outcome:
-    "What happened to one job: status is 'ran', 'skipped', 'busy' (another runner holds it), 'failed' or 'stopped' (interrupted)."
+    "What happened to one job: status is 'ran', 'skipped', 'busy' (another runner holds it), 'failed', 'stopped' (interrupted) or 'paused' (at the deadline $LOLIP_STOP_AT, resumable)."
     job: Job
     folder: Path
     status: str
@@ -341,6 +347,8 @@ def run_job(job: Job, folder: Path, execute='papermill', device='auto', force=Fa
         if err is None:
             tail = (folder / 'run.log').read_text(errors='replace').strip().splitlines()[-1:] or ['(no output)']
             err = f'exit status {proc.returncode}: {tail[0][:300]}'
+        if proc.returncode == PAUSED_EXIT or 'Paused: ' in err:
+            log(f'[pause] {folder.name}: {err}'); return Outcome(job, folder, 'paused', secs, err)
         log(f'[FAIL ] {folder.name}: {err}')
         return Outcome(job, folder, 'failed', secs, err)
 
@@ -370,9 +378,14 @@ class _Running:
         self.stream, self.rng = (torch.cuda.Stream(dev) if dev.type == 'cuda' else None), _Rng(dev)
 
 def _fail(job: Job, folder: Path, t0: float, e: Exception, log) -> Outcome:
-    "Record a job's exception in its run.log and as a failed outcome."
-    with open(folder / 'run.log', 'a') as logf: logf.write(''.join(traceback.format_exception(e)))
+    "Record a job's exception in its run.log and as a failed outcome (paused, when its training paused at the deadline)."
+    from lolip_nb.train import Paused
     err = f"{type(e).__name__}: {((str(e).strip().splitlines()) or [''])[0][:300]}"
+    if isinstance(e, Paused):
+        with open(folder / 'run.log', 'a') as logf: logf.write(err + '\n')
+        log(f'[pause] {folder.name}: {err}')
+        return Outcome(job, folder, 'paused', time.perf_counter() - t0, err)
+    with open(folder / 'run.log', 'a') as logf: logf.write(''.join(traceback.format_exception(e)))
     log(f'[FAIL ] {folder.name}: {err}')
     return Outcome(job, folder, 'failed', time.perf_counter() - t0, err)
 
@@ -549,10 +562,11 @@ def _run_ray(name, todo, folders, execute, device, force, address, log, command=
 
 # %% ../nbs/12_runner.ipynb #0671e972
 def summary(outcomes: list[Outcome]) -> str:
-    "A short report: how many jobs ran, were skipped, were busy elsewhere or failed, and each failure's cell."
-    count = {s: sum(o.status == s for o in outcomes) for s in ('ran', 'skipped', 'busy', 'failed')}
+    "A short report: how many jobs ran, were skipped, were busy elsewhere, failed or paused, and each failure's cell."
+    count = {s: sum(o.status == s for o in outcomes) for s in ('ran', 'skipped', 'busy', 'failed', 'paused')}
     lines = [f"summary: {count['ran']} ran, {count['skipped']} skipped (already complete), "
-             f"{count['busy']} running elsewhere, {count['failed']} failed"]
+             f"{count['busy']} running elsewhere, {count['failed']} failed"
+             + (f", {count['paused']} paused at the deadline (the same command resumes them)" if count['paused'] else '')]
     lines += [f"  failed: {o.folder} -- {o.error}" for o in outcomes if o.status == 'failed']
     return '\n'.join(lines)
 

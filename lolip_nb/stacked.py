@@ -19,7 +19,7 @@ from .data import DATASETS
 from .defenses import method_loss, natural_loss, at_loss, rst_loss, trades_loss, _kl
 from .models import CNN001, build_model
 from .perturb import _start
-from .train import (load_data, epoch_line, _optimizer, _augment, _rng_state, _set_rng_state, _load_checkpoint,
+from .train import (load_data, epoch_line, checkpoint_epoch, _optimizer, _augment, _rng_state, _set_rng_state, _load_checkpoint,
     _save_checkpoint, _finite)
 
 # %% auto #0
@@ -333,11 +333,6 @@ def stack_groups(cfgs: list,  # a grid's configurations; None for a job that is 
         if len(g) == 1: rest[g[0]] = f"no other {'' if attacked else 'Natural '}job of the grid shares its data, model and optimiser"
     return [g for g in groups.values() if len(g) >= 2], rest
 
-def _checkpoint_epoch(folder: Path, cfg: Config) -> int:
-    "The epoch of the job's checkpoint in `folder` (0: none)."
-    path = Path(folder) / 'checkpoint.pt'
-    return _load_checkpoint(path, cfg)['epoch'] if path.exists() else 0
-
 def run_stacks(todo: list,                  # the grid's jobs (lolip_nb.runner.Job)
                folders: list,               # their result folders
                device='auto',               # 'auto', 'cpu', 'cuda', 'cuda:N'
@@ -363,7 +358,7 @@ def run_stacks(todo: list,                  # the grid's jobs (lolip_nb.runner.J
                 else: locks.enter_context(got); live.append(i)
             by_epoch = {}
             for i in live:
-                try: by_epoch.setdefault(_checkpoint_epoch(folders[i], _config(todo[i])), []).append(i)
+                try: by_epoch.setdefault(checkpoint_epoch(folders[i], _config(todo[i])), []).append(i)
                 except LolipError as e: done[i] = _fail(todo[i], folders[i], time.perf_counter(), e, log)
             for part in by_epoch.values():
                 t0, cfgs = time.perf_counter(), [_config(todo[i]) for i in part]

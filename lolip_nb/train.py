@@ -20,7 +20,7 @@ from .defenses import method_loss
 from .models import build_model
 
 # %% auto #0
-__all__ = ['load_data', 'epoch_line', 'train_steps', 'run_steps', 'train']
+__all__ = ['STOP_AT', 'load_data', 'checkpoint_epoch', 'Paused', 'stop_at', 'epoch_line', 'train_steps', 'run_steps', 'train']
 
 # %% ../nbs/10_train.ipynb #bdd0b538
 def load_data(cfg: Config,             # the run's configuration: dataset, subset sizes n_train/n_test, seed
@@ -119,6 +119,11 @@ def _load_checkpoint(path: Path, cfg: Config) -> dict:
         raise LolipError(f"checkpoint {path} holds weights that are not finite (a diverged run): {redo}, "
                          f"with a lower learning rate (lr={cfg.lr:g})")
     return ck
+
+def checkpoint_epoch(folder, cfg: Config) -> int:
+    "The last finished epoch of `cfg`'s checkpoint in `folder` (0: none); a checkpoint of another configuration is refused."
+    path = Path(folder) / 'checkpoint.pt'
+    return _load_checkpoint(path, cfg)['epoch'] if path.exists() else 0
 
 def _restore(ck: dict, path: Path, cfg: Config, model, opt, sched, gens: dict, graphs: bool) -> tuple[list, int]:
     "Load a checkpoint's state into the run; returns (history, epoch). A checkpoint that does not fit is refused."
@@ -238,6 +243,18 @@ def _epoch(cfg: Config, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: 
     return acc['loss'], acc['correct']
 
 # %% ../nbs/10_train.ipynb #4786df7e
+STOP_AT = 'LOLIP_STOP_AT'  # the environment variable of the deadline: a Unix time in seconds
+
+class Paused(LolipError):
+    "Training stopped at an epoch boundary before `$LOLIP_STOP_AT`; its checkpoint resumes it."
+
+def stop_at() -> float | None:
+    "The deadline `$LOLIP_STOP_AT` sets (a Unix time), or None."
+    text = os.environ.get(STOP_AT, '').strip()
+    if not text: return None
+    try: return float(text)
+    except ValueError: raise LolipError(f"{STOP_AT} must be a Unix time in seconds (such as $(date -d '+8 min' +%s)), got {text!r}") from None
+
 def epoch_line(h: dict, epochs: int) -> str:
     "The progress line of a finished epoch `h` (an entry of the history) out of `epochs`, as `log` and run.log get it."
     return f"epoch {h['epoch']}/{epochs}: loss {h['loss']:.4f}, train acc {h['acc']:.4f}, lr {h['lr']:.3g}, {h['seconds']:.1f} s"
@@ -274,7 +291,11 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
     if path is not None and path.exists():
         history, start = _restore(_load_checkpoint(path, cfg), path, cfg, model, opt, sched, gens, graphs)
         if log is not None: log(f"resuming after epoch {start}/{cfg.epochs} from {path}")
+    deadline = stop_at() if path is not None else None
     for epoch in range(start + 1, cfg.epochs + 1):
+        if deadline is not None and history and time.time() + history[-1]['seconds'] > deadline:
+            raise Paused(f"paused after epoch {epoch - 1}/{cfg.epochs}: another epoch (about {history[-1]['seconds']:.0f} s) "
+                         f"would end after the deadline {STOP_AT}; the same command resumes it from {path}")
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
         loss_sum, correct = yield from _epoch(cfg, x, y, gens, epoch, progress, out_dir, run, acc, lr)
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
