@@ -19,21 +19,29 @@ from .data import DATASETS
 from .defenses import method_loss, natural_loss, at_loss, rst_loss, trades_loss, _kl
 from .models import CNN001, build_model
 from .perturb import _start
-from .train import (load_data, epoch_line, checkpoint_epoch, _optimizer, _augment, _rng_state, _set_rng_state, _load_checkpoint,
-    _save_checkpoint, _finite)
+from .train import (load_data, epoch_line, checkpoint_epoch, StepReplays, Paused, stop_at, STOP_AT, _optimizer,
+    _augment, _rng_state, _set_rng_state, _load_checkpoint, _save_checkpoint, _finite, _use_graphs, _set_capturable)
 
 # %% auto #0
 __all__ = ['StackedCNN001', 'Plan', 'stack_plan', 'why_not_stacked', 'stacked_ascent', 'stacked_loss', 'stack_key',
            'train_stacked_steps', 'stack_groups', 'run_stacks']
 
 # %% ../nbs/11b_stacked.ipynb #5ac00005
+_CONSTS: dict = {}
+
+def _const(values: tuple, device, dtype) -> Tensor:
+    "A small constant tensor of per-model values, made once per device: a captured CUDA graph cannot copy from the host."
+    key = (values, str(device), dtype)
+    if key not in _CONSTS: _CONSTS[key] = torch.tensor(values, device=device, dtype=dtype)
+    return _CONSTS[key]
+
 def _dropout(h: Tensor, p: float, on: tuple | None, mask_shape: tuple, model_dim: int) -> Tensor:
     "`h` times a dropout mask of `mask_shape` (as `F.dropout` draws it), only for the models k where `on[k]` is True."
     if not on or not any(on): return h  # decided on the host: no device read in the ascent's loop
     noise = torch.empty(mask_shape, device=h.device, dtype=h.dtype).bernoulli_(1 - p).div_(1 - p)
     if all(on): return h * noise
     shape = [1] * len(mask_shape); shape[model_dim] = -1
-    keep = torch.tensor(on, device=h.device).repeat_interleave(mask_shape[model_dim] // len(on)).view(shape)
+    keep = _const(tuple(on), h.device, torch.bool).repeat_interleave(mask_shape[model_dim] // len(on)).view(shape)
     return h * torch.where(keep, noise, torch.ones((), device=h.device, dtype=h.dtype))
 
 class StackedCNN001(nn.Module):
@@ -130,7 +138,7 @@ def _starts(x: Tensor, eps: float, plans: list[Plan]) -> Tensor:
 def _col(values, like: Tensor, dims: int) -> Tensor:
     "A per-model list as a (K, 1, ...) tensor of `dims` dimensions on `like`'s device."
     floats = not all(isinstance(v, bool) for v in values)
-    t = torch.tensor(values, device=like.device, dtype=like.dtype if floats else torch.bool)  # alpha in like's precision
+    t = _const(tuple(values), like.device, like.dtype if floats else torch.bool)  # alpha in like's precision
     return t.view(-1, *([1] * (dims - 1)))
 
 def stacked_ascent(model: StackedCNN001,   # the stack
@@ -168,7 +176,7 @@ def stacked_ascent(model: StackedCNN001,   # the stack
 def _reduce_rows(v: Tensor, reductions: list) -> Tensor:
     "Per model (row of `v`, (K, B)), its sum or its mean."
     if all(r == 'sum' for r in reductions): return v.sum(1)
-    return torch.where(torch.tensor([r == 'mean' for r in reductions], device=v.device), v.mean(1), v.sum(1))
+    return torch.where(_const(tuple(r == 'mean' for r in reductions), v.device, torch.bool), v.mean(1), v.sum(1))
 
 def stacked_loss(model: StackedCNN001,   # the stack, its dropout on for every model
                  x: Tensor,              # the shared batch (B, C, H, W) in [0, 1]
@@ -201,7 +209,7 @@ def stacked_loss(model: StackedCNN001,   # the stack, its dropout on for every m
     per = _reduce_rows(col([p.clean for p in plans]) * ce + col([p.adv for p in plans]) * ce_adv + inside * kl,
                        [p.reduction for p in plans])
     if any(p.kl_reduction for p in plans):
-        apart = torch.tensor([0.0 if p.kl_reduction is None else p.kl for p in plans], device=kl.device, dtype=kl.dtype)
+        apart = _const(tuple(0.0 if p.kl_reduction is None else p.kl for p in plans), kl.device, kl.dtype)
         per = per + apart * _reduce_rows(kl, [p.kl_reduction or 'sum' for p in plans])
     return per.sum(), per.detach()
 
@@ -236,31 +244,37 @@ def _restore_stack(cks: list[dict], model: StackedCNN001, opt, sched, gens: dict
 # %% ../nbs/11b_stacked.ipynb #5ac00021
 def _names(cfgs) -> str: return ', '.join(model_name(c) for c in cfgs)
 
-def _stacked_epoch(cfgs, plans, model, opt, x, y, gens, template):
-    "One epoch of the stack, yielding after every step; returns each model's (summed loss (K,), number correct (K,))."
-    cfg, K, n = cfgs[0], len(cfgs), len(x)
+def _stacked_step(cfgs, plans, model, opt, acc: dict):
+    "One step of the stack on a batch; each model's summed loss, number correct and non-finite flag go into `acc` in place."
+    cfg, K = cfgs[0], len(cfgs)
+    def step(xb: Tensor, yb: Tensor):
+        with torch.no_grad(): clean = model(xb.expand(K, *xb.shape))  # eval mode: the accuracy count and TRADES' target
+        acc['correct'].add_((clean.argmax(-1) == yb).sum(1))
+        total, per = stacked_loss(model, xb, yb, plans, cfg.eps, clean=clean)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        mean = _const(tuple(p.reduction == 'mean' for p in plans), per.device, torch.bool)
+        acc['loss'].add_(torch.where(mean, per * len(yb), per))
+        acc['bad'].logical_or_(~torch.isfinite(per))
+    return step
+
+def _stacked_epoch(cfgs, x, y, gens, run: StepReplays, acc: dict, lr: float):
+    "One epoch of the stack with `run`'s steps, yielding after every step; returns each model's (summed loss (K,), number correct (K,))."
+    cfg, n = cfgs[0], len(x)
     bs, dev = cfg.batch_size, x.device
-    mean = torch.tensor([p.reduction == 'mean' for p in plans], device=dev)
-    loss_sum, correct = torch.zeros(K, device=dev), torch.zeros(K, dtype=torch.long, device=dev)
-    bad = torch.zeros(K, dtype=torch.bool, device=dev)
+    for t in acc.values(): t.zero_()  # in place: captured steps hold these very tensors
     perm = torch.randperm(n, generator=gens['shuffle']).to(dev)
     for i in range(math.ceil(n / bs)):
         idx = perm[i * bs:(i + 1) * bs]
         xb, yb = x[idx], y[idx]
         if cfg.aug: xb = _augment(xb, AUGS[cfg.aug], gens['augment'])
-        with torch.no_grad(): clean = model(xb.expand(K, *xb.shape))  # eval mode: the accuracy count and TRADES' target
-        correct += (clean.argmax(-1) == yb).sum(1)
-        total, per = stacked_loss(model, xb, yb, plans, cfg.eps, clean=clean)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        loss_sum += torch.where(mean, per * len(yb), per)
-        bad |= ~torch.isfinite(per)
+        run(xb, yb, lr)
         yield
-    if bad.any():
-        raise LolipError(f"the loss of {_names([c for c, b in zip(cfgs, bad.tolist()) if b])} is not finite in a stacked "
+    if acc['bad'].any():
+        raise LolipError(f"the loss of {_names([c for c, b in zip(cfgs, acc['bad'].tolist()) if b])} is not finite in a stacked "
                          f"run: lower the learning rate (lr={cfg.lr:g}); the checkpoints of the previous epoch are kept")
-    return loss_sum, correct
+    return acc['loss'], acc['correct']
 
 def train_stacked_steps(cfgs: list[Config],            # configurations with one `stack_key`, each stackable
                         out_dirs: list | None = None,   # each job's folder for its checkpoint.pt (resumed from); None: none
@@ -281,9 +295,13 @@ def train_stacked_steps(cfgs: list[Config],            # configurations with one
     template = build_model(cfg.arch, info.channels, info.classes, info.size)
     model = StackedCNN001([template] * K).to(dev)
     template = template.to(dev)
-    opt = _optimizer(cfg, model.parameters())
+    graphs = _use_graphs(None, dev)  # on CUDA the stacked step is replayed as a CUDA graph too, as `train` does
+    opt = _optimizer(cfg, model.parameters(), capturable=graphs)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), gamma=0.1)
     gens = dict(shuffle=torch.Generator().manual_seed(cfg.seed), augment=torch.Generator(dev).manual_seed(cfg.seed + 1))
+    acc = dict(loss=torch.zeros(K, device=dev), correct=torch.zeros(K, dtype=torch.long, device=dev),
+               bad=torch.zeros(K, dtype=torch.bool, device=dev))
+    run = StepReplays(_stacked_step(cfgs, plans, model, opt, acc), torch.cuda.Stream(dev) if graphs else None)
     paths = [None] * K if out_dirs is None else [Path(d) / 'checkpoint.pt' for d in out_dirs]
     logs = logs or [None] * K
     have = [p is not None and p.exists() for p in paths]
@@ -294,12 +312,17 @@ def train_stacked_steps(cfgs: list[Config],            # configurations with one
         check(len(epochs) == 1, f"the jobs of a stack must resume from checkpoints of the same epoch, got epochs {sorted(epochs)}: "
                                 "run them with stacks_by_checkpoint's groups")
         _restore_stack(cks, model, opt, sched, gens, template)
+        _set_capturable(opt, graphs)
         histories, start = [list(ck['history']) for ck in cks], cks[0]['epoch']
         for log, p in zip(logs, paths):
             if log: log(f"resuming after epoch {start}/{cfg.epochs} from {p} (stacked, {K} jobs)")
+    deadline = stop_at() if out_dirs is not None else None
     for epoch in range(start + 1, cfg.epochs + 1):
+        if deadline is not None and histories[0] and time.time() + histories[0][-1]['seconds'] > deadline:
+            raise Paused(f"paused after epoch {epoch - 1}/{cfg.epochs}: another epoch of the stack (about "
+                         f"{histories[0][-1]['seconds']:.0f} s) would end after the deadline {STOP_AT}; the same command resumes it")
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
-        loss_sum, correct = yield from _stacked_epoch(cfgs, plans, model, opt, x, y, gens, template)
+        loss_sum, correct = yield from _stacked_epoch(cfgs, x, y, gens, run, acc, lr)
         secs = time.perf_counter() - t0
         sched.step()
         for k, c in enumerate(cfgs):

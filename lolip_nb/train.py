@@ -20,7 +20,8 @@ from .defenses import method_loss
 from .models import build_model
 
 # %% auto #0
-__all__ = ['STOP_AT', 'load_data', 'checkpoint_epoch', 'Paused', 'stop_at', 'epoch_line', 'train_steps', 'run_steps', 'train']
+__all__ = ['STOP_AT', 'load_data', 'checkpoint_epoch', 'StepReplays', 'Paused', 'stop_at', 'epoch_line', 'train_steps',
+           'run_steps', 'train']
 
 # %% ../nbs/10_train.ipynb #bdd0b538
 def load_data(cfg: Config,             # the run's configuration: dataset, subset sizes n_train/n_test, seed
@@ -192,7 +193,7 @@ def _capture(step, xb: Tensor, yb: Tensor, stream):
         sx.copy_(xb); sy.copy_(yb); graph.replay()
     return replay
 
-class _Replays:
+class StepReplays:
     "Runs a run's training steps, replayed as CUDA graphs when given a capture `stream`: one graph per batch size and learning rate."
     def __init__(self, step, stream=None, warm=_on_stream, capture=_capture):
         self.step, self.stream, self.warm, self.capture = step, stream, warm, capture
@@ -217,7 +218,7 @@ class _Replays:
         "The (batch size, learning rate) of every graph held now."
         return sorted(self.graphs)
 
-def _epoch(cfg: Config, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir, run: _Replays,
+def _epoch(cfg: Config, x: Tensor, y: Tensor, gens: dict, epoch: int, progress: bool, out_dir, run: StepReplays,
            acc: dict, lr: float):
     "Train one epoch with `run`'s steps, yielding after every step; returns (summed per-example loss, number correct) as device tensors."
     n, bs, dev = len(x), cfg.batch_size, x.device
@@ -287,7 +288,7 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
     path = Path(out_dir) / 'checkpoint.pt' if out_dir is not None else None
     history, start = [], 0
     acc = _metrics(dev)
-    run = _Replays(_make_step(cfg, model, opt, acc), torch.cuda.Stream(dev) if graphs else None)
+    run = StepReplays(_make_step(cfg, model, opt, acc), torch.cuda.Stream(dev) if graphs else None)
     if path is not None and path.exists():
         history, start = _restore(_load_checkpoint(path, cfg), path, cfg, model, opt, sched, gens, graphs)
         if log is not None: log(f"resuming after epoch {start}/{cfg.epochs} from {path}")

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from lolip_nb.config import Config, parse_model_name
 from lolip_nb.data import load_dataset, DatasetUnavailable
-from lolip_nb.train import train, _Replays
+from lolip_nb.train import train, StepReplays
 
+DEVICE = 'cuda'
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs need a GPU')
 
 
@@ -55,7 +56,7 @@ def test_graphs_follow_the_learning_rate_and_replay_the_last_batch(fashion_small
 def test_replays_draw_new_dropout_masks():
     mask, ones = torch.zeros(64, 128, device='cuda', dtype=torch.bool), torch.ones(64, 128, device='cuda')
     def drop(xb, yb): mask.copy_(F.dropout(xb, 0.5, training=True) != 0)
-    run, masks = _Replays(drop, torch.cuda.Stream()), []
+    run, masks = StepReplays(drop, torch.cuda.Stream()), []
     for _ in range(5):  # two eager warm-ups, a capture and its replay, two more replays
         run(ones, ones[:, 0], 0.1)
         masks.append(mask.clone())
@@ -63,3 +64,34 @@ def test_replays_draw_new_dropout_masks():
     assert all(not torch.equal(a, b) for a, b in zip(masks, masks[1:]))
     assert 0.4 < masks[-1].float().mean().item() < 0.6
 
+
+
+def test_stacked_graphs_replay_the_stacked_step(fashion_small, full_float32, monkeypatch):
+    # the stacked step (AT and TRADES(6) as one model) replayed as graphs gives what it gives eagerly, across learning-rate
+    # phases and the last partial batch; its random draws (dropout masks, ascent starts) are switched off so that the
+    # two runs can be compared number for number
+    import lolip_nb.stacked as st
+    from lolip_nb.models import build_model
+    from lolip_nb.train import run_steps
+
+    def no_dropout(*a, **k):
+        m = build_model(*a, **k)
+        m.drop1.p = m.drop2.p = 0.0
+        return m
+    monkeypatch.setattr(st, 'build_model', no_dropout)
+    monkeypatch.setattr(st, '_starts', lambda x, eps, plans: x.expand(len(plans), *x.shape).clone())
+    x, y = fashion_small
+    cfgs = [parse_model_name(f'{m}-tor-CNN001-lrem2', 'fashion_mnist', epochs=4, milestones=(2, 3), batch_size=16)
+            for m in ('advce', 'strades6ce')]
+    data = ((x[:60], y[:60]), (x[:1], y[:1]))
+
+    def stack(graphs):
+        monkeypatch.setenv('LOLIP_GRAPHS', '1' if graphs else '0')
+        return run_steps(st.train_stacked_steps(cfgs, device=DEVICE, data=data))
+    eager, graph = stack(False), stack(True)
+    for (m1, h1), (m2, h2) in zip(eager, graph):
+        assert [h['lr'] for h in h2] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-4])
+        for p, q in zip(m1.parameters(), m2.parameters()):
+            assert torch.allclose(p, q, rtol=0, atol=1e-4), float((p - q).abs().max())
+        assert [h['acc'] for h in h1] == [h['acc'] for h in h2]
+        assert [h['loss'] for h in h2] == pytest.approx([h['loss'] for h in h1], abs=1e-4)
