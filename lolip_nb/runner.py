@@ -229,7 +229,7 @@ def _execute(kind: str, params: dict, command: str, force: bool):
 # %% ../nbs/12_runner.ipynb #7ff17d21
 @dataclass
 class Outcome:
-    "What happened to one job: status is 'ran', 'skipped', 'busy' (another runner holds it), 'failed', 'stopped' (interrupted) or 'paused' (at the deadline $LOLIP_STOP_AT, resumable)."
+    "What happened to one job: status is 'ran', 'skipped', 'busy' (another runner holds it), 'failed', 'stopped' (interrupted) or 'paused' (at the deadline `LOLIP_STOP_AT`, resumable)."
     job: Job
     folder: Path
     status: str
