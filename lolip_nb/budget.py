@@ -142,7 +142,7 @@ def run_budgeted(preset: str,                   # a preset name or a grid .json 
                  split: bool = False,           # when no whole job fits, start the longest one under a deadline that pauses it
                  trained=checkpoint_epoch,      # epochs a job's folder already holds, from its checkpoint (tests pass a fake)
                 ) -> list[Outcome]:
-    "Run whole unfinished jobs of `preset`, longest first, while their estimates fit the budget; never start one that does not."
+    "Run whole unfinished jobs of `preset`, longest first, while their estimates fit the budget; with `split`, once none fits, the longest one under a deadline that pauses it."
     t0 = clock()
     budget = parse_seconds(budget)
     check(isinstance(safety, (int, float)) and safety >= 1, f"safety must be a number >= 1, got {safety!r}")
