@@ -10,6 +10,7 @@ bench/results/<device>-<date>.json after every section, so an interrupted run ke
     python bench/bench.py                          # all ten methods, sizes chosen for the device
     python bench/bench.py --methods ce strades6ce --n-train 2048 --n-eval 1000
     python bench/bench.py --quick-preset           # also the whole `quick` preset, plain path vs ours (slow on CPU)
+    python bench/bench.py --stacked                # also the stackable methods one at a time and as one stack
     python bench/bench.py --streams-epochs 2       # GPU: the ten-method `fashion` grid, all jobs at once on one GPU
 """
 import argparse, json, os, re, subprocess, sys, tempfile, time
@@ -192,6 +193,9 @@ def main(argv=None):
                     "(fashion: the ten methods as the published code trains them)")
     ap.add_argument('--streams-compare', action='store_true', help='also run the streams grid one job at a time, for the ratio')
     ap.add_argument('--skip-eval', action='store_true')
+    ap.add_argument('--stacked', action='store_true', help='also time the stackable methods one at a time and as one stack')
+    ap.add_argument('--stacked-n-train', type=int, default=None, help='images per timed epoch of the stacked section '
+                    '(default 12,800 on GPU, 256 on CPU; scaled to 60,000)')
     ap.add_argument('--streams-root', default=None, help='where the streams grid writes its results (default: a temporary folder)')
     ap.add_argument('--out', default=str(REPO / 'bench' / 'results'))
     ap.add_argument('--tag', default='', help='a suffix for the result file name (e.g. streams)')
@@ -236,7 +240,34 @@ def main(argv=None):
     if not a.skip_eval: evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save)
     if a.streams_epochs: streams_section(a, dev, out, save)
     if a.quick_preset: quick_section(a, dev, out, save)
+    if a.stacked: stacked_section(a, dev, out, xd, yd, save)
     print(f'wrote {path}')
+
+
+def stacked_section(a, dev, out, x, y, save):
+    """The stackable methods of the fashion grid (Natural apart: it stacks with Natural only) trained one at a time and
+    as one stack, on the same images: steady-state seconds per epoch (the second of two), scaled to 60,000 images."""
+    from lolip_nb.stacked import train_stacked_steps, why_not_stacked
+    from lolip_nb.train import run_steps
+    n = min(a.stacked_n_train or (12800 if dev.type == 'cuda' else 256), len(x))
+    xs, ys, scale = x[:n], y[:n], 60000 / n
+    cfgs = [Config.from_dict({**parse_model_name(f'{m}-tor-CNN001', 'fashion_mnist').to_dict(), 'epochs': 2, 'milestones': ()})
+            for m in TEN_METHODS if m != 'ce']
+    cfgs = [c for c in cfgs if why_not_stacked(c) is None]
+    rows = []
+    for c in cfgs:
+        _, hist = train(c, device=dev, progress=False, data=((xs, ys), (xs[:1], ys[:1])))
+        rows.append(dict(method=c.loss, separate_s_per_epoch=hist[-1]['seconds'] * scale))
+    res = run_steps(train_stacked_steps(cfgs, device=dev, data=((xs, ys), (xs[:1], ys[:1]))))
+    stacked = res[0][1][-1]['seconds'] * scale
+    separate = sum(r['separate_s_per_epoch'] for r in rows)
+    out['stacked'] = dict(n_train=n, methods=[r['method'] for r in rows], runs=rows, stacked_s_per_epoch=stacked,
+                          separate_sum_s_per_epoch=separate, speedup=separate / stacked,
+                          note='one epoch of all these jobs: one after the other (separate) vs one stack; fp32, graphs on CUDA')
+    for r in rows: print(f"  separate {r['method']:12s} {r['separate_s_per_epoch']:8.2f} s/epoch", flush=True)
+    print(f"  stacked  {len(rows)} jobs      {stacked:8.2f} s/epoch of all of them, against {separate:.2f} one after the "
+          f"other: x{separate / stacked:.2f}", flush=True)
+    save()
 
 
 def evaluation_section(a, dev, out, xt, yt, n_eval, n_plain_eval, gpu, save):

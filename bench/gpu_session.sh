@@ -14,7 +14,7 @@ timeout 150 python3 bench/nbrun.py nbs/10_train.ipynb nbs/05_attacks.ipynb nbs/0
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_separation.py -k gpu 2>&1 | tail -3 | tee -a "$OUT/checks.log"
 
 echo "== 2. benchmark: ten methods, evaluation, the fashion grid 2 epochs with all ten jobs at once"
-timeout ${BENCH_TIMEOUT:-330} python3 bench/bench.py --out "$OUT" --workers 4 --streams-epochs 2 --streams-root /tmp/streams 2>&1 | tee "$OUT/bench.log"
+timeout ${BENCH_TIMEOUT:-330} python3 bench/bench.py --out "$OUT" --workers 4 --stacked --streams-epochs 2 --streams-root /tmp/streams 2>&1 | tee "$OUT/bench.log"
 tar czf "$OUT/streams.tgz" -C /tmp/streams . 2>/dev/null
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu,memory.used --format=csv | tee -a "$OUT/env.txt"
 echo "== done $(date -u)"
