@@ -126,7 +126,8 @@ def _grid_parser(p):
                         "time left); 0: none (default 30)")
     p.add_argument('--time-budget', default=None, metavar='DURATION',
                    help="run only whole unfinished jobs that fit in DURATION (e.g. 8m, 480, 1.5h), longest first, one at a "
-                        "time, from their measured times on this device (see lolip_nb.budget); never start one that cannot finish")
+                        "time, from their measured times on this device (see lolip_nb.budget); never start one that cannot finish "
+                        "(but see --split)")
     p.add_argument('--safety', type=float, default=1.25, help="with --time-budget: estimates are multiplied by this (default 1.25)")
     p.add_argument('--split', action='store_true',
                    help="with --time-budget: when no whole job fits, start the longest one anyway and pause its training "

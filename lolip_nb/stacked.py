@@ -19,7 +19,7 @@ from .data import DATASETS
 from .defenses import method_loss, natural_loss, at_loss, rst_loss, trades_loss, _kl
 from .models import CNN001, build_model
 from .perturb import _start
-from .train import (load_data, epoch_line, checkpoint_epoch, StepReplays, Paused, stop_at, STOP_AT, _optimizer,
+from .train import (load_data, epoch_line, checkpoint_epoch, StepReplays, stop_at, pause_if_late, _optimizer,
     _augment, _rng_state, _set_rng_state, _load_checkpoint, _save_checkpoint, _finite, _use_graphs, _set_capturable)
 
 # %% auto #0
@@ -247,6 +247,7 @@ def _names(cfgs) -> str: return ', '.join(model_name(c) for c in cfgs)
 def _stacked_step(cfgs, plans, model, opt, acc: dict):
     "One step of the stack on a batch; each model's summed loss, number correct and non-finite flag go into `acc` in place."
     cfg, K = cfgs[0], len(cfgs)
+    mean = _const(tuple(p.reduction == 'mean' for p in plans), next(model.parameters()).device, torch.bool)
     def step(xb: Tensor, yb: Tensor):
         with torch.no_grad(): clean = model(xb.expand(K, *xb.shape))  # eval mode: the accuracy count and TRADES' target
         acc['correct'].add_((clean.argmax(-1) == yb).sum(1))
@@ -254,7 +255,6 @@ def _stacked_step(cfgs, plans, model, opt, acc: dict):
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        mean = _const(tuple(p.reduction == 'mean' for p in plans), per.device, torch.bool)
         acc['loss'].add_(torch.where(mean, per * len(yb), per))
         acc['bad'].logical_or_(~torch.isfinite(per))
     return step
@@ -318,9 +318,7 @@ def train_stacked_steps(cfgs: list[Config],            # configurations with one
             if log: log(f"resuming after epoch {start}/{cfg.epochs} from {p} (stacked, {K} jobs)")
     deadline = stop_at() if out_dirs is not None else None
     for epoch in range(start + 1, cfg.epochs + 1):
-        if deadline is not None and histories[0] and time.time() + histories[0][-1]['seconds'] > deadline:
-            raise Paused(f"paused after epoch {epoch - 1}/{cfg.epochs}: another epoch of the stack (about "
-                         f"{histories[0][-1]['seconds']:.0f} s) would end after the deadline {STOP_AT}; the same command resumes it")
+        pause_if_late(deadline, histories[0], cfg.epochs, "from its jobs' checkpoints")
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
         loss_sum, correct = yield from _stacked_epoch(cfgs, x, y, gens, run, acc, lr)
         secs = time.perf_counter() - t0

@@ -20,8 +20,8 @@ from .defenses import method_loss
 from .models import build_model
 
 # %% auto #0
-__all__ = ['STOP_AT', 'load_data', 'checkpoint_epoch', 'StepReplays', 'Paused', 'stop_at', 'epoch_line', 'train_steps',
-           'run_steps', 'train']
+__all__ = ['STOP_AT', 'load_data', 'checkpoint_epoch', 'StepReplays', 'Paused', 'stop_at', 'pause_if_late', 'epoch_line',
+           'train_steps', 'run_steps', 'train']
 
 # %% ../nbs/10_train.ipynb #bdd0b538
 def load_data(cfg: Config,             # the run's configuration: dataset, subset sizes n_train/n_test, seed
@@ -256,6 +256,12 @@ def stop_at() -> float | None:
     try: return float(text)
     except ValueError: raise LolipError(f"{STOP_AT} must be a Unix time in seconds (such as $(date -d '+8 min' +%s)), got {text!r}") from None
 
+def pause_if_late(deadline: float | None, history: list, epochs: int, resume: str):
+    "Raise `Paused` before an epoch that, as long as the last one in `history`, would end after `deadline` (None: none)."
+    if deadline is None or not history or time.time() + history[-1]['seconds'] <= deadline: return
+    raise Paused(f"paused after epoch {history[-1]['epoch']}/{epochs}: another epoch (about {history[-1]['seconds']:.0f} s) "
+                 f"would end after the deadline {STOP_AT}; the same command resumes it {resume}")
+
 def epoch_line(h: dict, epochs: int) -> str:
     "The progress line of a finished epoch `h` (an entry of the history) out of `epochs`, as `log` and run.log get it."
     return f"epoch {h['epoch']}/{epochs}: loss {h['loss']:.4f}, train acc {h['acc']:.4f}, lr {h['lr']:.3g}, {h['seconds']:.1f} s"
@@ -294,9 +300,7 @@ def train_steps(cfg: Config, out_dir=None, device=None, progress: bool = True, d
         if log is not None: log(f"resuming after epoch {start}/{cfg.epochs} from {path}")
     deadline = stop_at() if path is not None else None
     for epoch in range(start + 1, cfg.epochs + 1):
-        if deadline is not None and history and time.time() + history[-1]['seconds'] > deadline:
-            raise Paused(f"paused after epoch {epoch - 1}/{cfg.epochs}: another epoch (about {history[-1]['seconds']:.0f} s) "
-                         f"would end after the deadline {STOP_AT}; the same command resumes it from {path}")
+        pause_if_late(deadline, history, cfg.epochs, f"from {path}")
         t0, lr = time.perf_counter(), opt.param_groups[0]['lr']
         loss_sum, correct = yield from _epoch(cfg, x, y, gens, epoch, progress, out_dir, run, acc, lr)
         history.append(dict(epoch=epoch, loss=loss_sum.item() / len(x), acc=correct.item() / len(x), lr=lr,
